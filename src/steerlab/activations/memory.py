@@ -1,0 +1,73 @@
+"""Activations held in memory: one tensor (or list of per-text tensors) per site."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from ..errors import SiteError, SteerlabError
+from ..sites import Site, parse_site
+
+POSITIONS = ("last", "mean", "all")
+
+
+class Activations:
+    """Captured activations, indexed by site name.
+
+    ``acts["layers.12.resid_post"]`` is ``[n_texts, ...]`` for ``positions="last"`` or ``"mean"``,
+    and a list of ``[n_tokens_i, ...]`` tensors for ``"all"``. ``acts.stack("resid_post")`` gives
+    ``[n_texts, n_layers, d]`` over the captured layers.
+    """
+
+    def __init__(self, data: dict[str, torch.Tensor | list[torch.Tensor]], positions: str, meta: dict | None = None):
+        if positions not in POSITIONS:
+            raise SteerlabError(f"positions={positions!r} is not allowed; use one of {', '.join(POSITIONS)}")
+        self.data = data
+        self.positions = positions
+        self.meta = dict(meta or {})
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.data)
+
+    def __len__(self) -> int:
+        first = next(iter(self.data.values()), None)
+        return 0 if first is None else len(first)
+
+    def __contains__(self, site) -> bool:
+        return _name(site) in self.data
+
+    def __getitem__(self, site) -> torch.Tensor | list[torch.Tensor]:
+        name = _name(site)
+        if name not in self.data:
+            raise SiteError(f"site {name!r} was not captured; captured: {', '.join(self.data) or 'nothing'}")
+        return self.data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.data)
+
+    def layers(self, kind: str) -> list[int]:
+        """Layers captured for a per-layer site kind, in order."""
+        out = []
+        for name in self.data:
+            site = parse_site(name)
+            if site.kind == kind and site.layer is not None:
+                out.append(site.layer)
+        return sorted(out)
+
+    def stack(self, kind: str = "resid_post") -> torch.Tensor:
+        """``[n_texts, n_layers, ...]`` for one site kind over every captured layer (last/mean only)."""
+        if self.positions == "all":
+            raise SteerlabError("stack() needs positions='last' or 'mean'; with 'all' index sites one by one")
+        layers = self.layers(kind)
+        if not layers:
+            raise SiteError(f"no {kind!r} sites were captured; captured: {', '.join(self.data)}")
+        return torch.stack([self.data[Site(kind, layer).name] for layer in layers], dim=1)
+
+    def __repr__(self) -> str:
+        return f"Activations({len(self)} texts, positions={self.positions!r}, sites={len(self.data)})"
+
+
+def _name(site) -> str:
+    return site.name if isinstance(site, Site) else str(site)

@@ -1,0 +1,44 @@
+"""Directional ablation: project a direction (or subspace) out, ``x - (x·r̂) r̂`` (Arditi et al.)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..sites import Site
+from .base import Intervention, Params, at_layer, check_width, numel, orthonormal_rows, per_layer
+
+
+class Ablate(Intervention):
+    """Remove the component of ``x`` along ``direction``.
+
+    ``direction`` is a vector ``[d]``, a subspace ``[k, d]`` (rows need not be orthonormal), a
+    ``{layer: tensor}`` dict or a Direction. ``sl.recipes.directional_ablation`` applies it at every
+    writer of the residual stream, which is what weight orthogonalisation bakes exactly.
+    """
+
+    kind = "ablate"
+    tensor_args = ("direction",)
+
+    def __init__(self, direction, layers=None, site: str = "resid_post", positions="all"):
+        super().__init__(layers=layers, site=site, positions=positions)
+        self.direction = self._tensor_arg(direction, "Ablate direction")
+
+    def default_layers(self):
+        return sorted(self.direction) if isinstance(self.direction, dict) else None
+
+    def params(self, site: Site, shape) -> Params:
+        basis = orthonormal_rows(at_layer(self.direction, site, "Ablate direction"), "Ablate direction")
+        check_width(basis, numel(shape), site, "Ablate direction")
+        return {"basis": basis}  # [k, D]
+
+    def static(self):
+        sample = next(iter(self.direction.values())) if isinstance(self.direction, dict) else self.direction
+        return {"rank": 1 if sample.dim() == 1 else int(sample.shape[0])}
+
+    @classmethod
+    def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, rank: int = 1) -> torch.Tensor:
+        basis = p["basis"][:, 0]  # [B|1, k, D]
+        removed = (x @ basis.transpose(-1, -2)) @ basis
+        if mask is not None:
+            removed = removed * mask[..., None].to(x.dtype)
+        return x - removed

@@ -1,0 +1,48 @@
+"""Activation addition: ``x + alpha * v`` (CAA, RepE control vectors), optionally norm-matched."""
+
+from __future__ import annotations
+
+import torch
+
+from ..sites import Site
+from .base import Intervention, Params, at_layer, check_width, numel, per_layer
+
+
+class Add(Intervention):
+    """Add ``alpha * vector`` at a site.
+
+    ``vector`` is a Direction (its raw vector at each layer), a ``{layer: tensor}`` dict or one
+    tensor ``[d]`` used at every listed layer. With ``norm_match=True`` each token is rescaled to
+    its norm before the addition (repeng's ``normalize``, GrAInS).
+    """
+
+    kind = "add"
+    tensor_args = ("vector",)
+    scalar_args = ("alpha", "norm_match")
+
+    def __init__(self, vector, alpha: float = 1.0, layers=None, site: str = "resid_post", positions="all",
+                 norm_match: bool = False):
+        super().__init__(layers=layers, site=site, positions=positions)
+        self.vector = self._tensor_arg(vector, "Add vector")
+        self.alpha = float(alpha)
+        self.norm_match = bool(norm_match)
+
+    def default_layers(self):
+        return sorted(self.vector) if isinstance(self.vector, dict) else None
+
+    def params(self, site: Site, shape) -> Params:
+        v = check_width(at_layer(self.vector, site, "Add vector").flatten(), numel(shape), site, "Add vector")
+        return {"delta": self.alpha * v.float()}
+
+    def static(self):
+        return {"norm_match": self.norm_match}
+
+    @classmethod
+    def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, norm_match: bool = False) -> torch.Tensor:
+        delta = p["delta"]
+        if mask is not None:
+            delta = delta * mask[..., None].to(x.dtype)
+        y = x + delta
+        if norm_match:
+            y = y * (x.norm(dim=-1, keepdim=True) / y.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        return y

@@ -1,0 +1,144 @@
+"""Which token positions an intervention touches, and the per-forward context that answers it.
+
+Positions are counted in the *padded* coordinates of a batch: ``offset`` is how many tokens are
+already in the KV cache, ``start[b]`` is where row ``b``'s real tokens begin (left padding) and
+``prompt_end[b]`` is one past its last prompt token. From these, every position option is a mask:
+
+- ``"all"``: every token, prompt and generated.
+- ``"prompt"``: the prompt's tokens only.
+- ``"generated"``: generated tokens only (the prompt's logits are untouched).
+- ``"last"``: the last prompt token and every generated token, i.e. the newest token of each
+  decoding step (with the KV cache each is touched exactly once, at its own step).
+- explicit indices (an int or a list of ints): prompt-relative positions, ``0`` the first real token,
+  negatives counting back from the end of the prompt (``-1`` is the last prompt token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import torch
+
+from ..errors import SteerlabError
+
+MODES = ("all", "prompt", "generated", "last")
+PositionSpec = Union[str, tuple[int, ...]]
+
+
+def parse_positions(positions) -> PositionSpec:
+    """Normalise a positions argument to a mode name or a tuple of ints."""
+    if isinstance(positions, str):
+        if positions in MODES:
+            return positions
+        raise SteerlabError(
+            f"positions={positions!r} is not allowed; use one of {', '.join(MODES)}, an int or a list of ints"
+        )
+    if isinstance(positions, int) and not isinstance(positions, bool):
+        return (int(positions),)
+    if isinstance(positions, (list, tuple, range)) and len(positions) > 0:
+        try:
+            if all(not isinstance(p, bool) and int(p) == p for p in positions):
+                return tuple(int(p) for p in positions)
+        except (TypeError, ValueError):
+            pass
+    raise SteerlabError(
+        f"positions={positions!r} is not allowed; use one of {', '.join(MODES)}, an int or a non-empty list of ints"
+    )
+
+
+def describe_positions(spec: PositionSpec):
+    """The JSON-friendly form of a position spec (a string or a list of ints)."""
+    return spec if isinstance(spec, str) else list(spec)
+
+
+@dataclass
+class StepContext:
+    """What interventions need to know about the tokens of one forward pass.
+
+    ``state`` lives for the whole call (e.g. a conditional's per-row flag during generation);
+    ``memo`` lives for this forward pass only (masks shared by every layer).
+    """
+
+    batch: int
+    width: int
+    offset: int
+    start: torch.Tensor
+    prompt_end: torch.Tensor
+    state: dict = field(default_factory=dict)
+    memo: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.start.device
+
+    @property
+    def index(self) -> torch.Tensor:
+        """Padded index of each column of this forward pass, ``[T]``."""
+        if "index" not in self.memo:
+            self.memo["index"] = torch.arange(self.offset, self.offset + self.width, device=self.device)
+        return self.memo["index"]
+
+    @property
+    def is_prefill(self) -> bool:
+        """Whether this forward pass holds prompt tokens (the first pass of a generation)."""
+        return self.offset == 0
+
+    def real(self) -> torch.Tensor:
+        """``[B, T]``: True on prompt tokens and generated tokens, False on padding."""
+        key = ("real",)
+        if key not in self.memo:
+            idx = self.index[None, :]
+            right_pad = idx >= self.prompt_end[:, None]
+            generated = right_pad if self.state.get("generating") else torch.zeros_like(right_pad)
+            self.memo[key] = (idx >= self.start[:, None]) & ((idx < self.prompt_end[:, None]) | generated)
+        return self.memo[key]
+
+    def mask(self, spec: PositionSpec) -> torch.Tensor | None:
+        """``[B, T]`` bool mask of the positions ``spec`` selects, or None for every position."""
+        if spec == "all":
+            return None
+        key = ("mask", spec)
+        if key in self.memo:
+            return self.memo[key]
+        idx = self.index[None, :]
+        start, end = self.start[:, None], self.prompt_end[:, None]
+        if spec == "prompt":
+            mask = (idx >= start) & (idx < end)
+        elif spec == "generated":
+            mask = (idx >= end).expand(self.batch, -1)
+        elif spec == "last":
+            mask = (idx >= end - 1).expand(self.batch, -1)
+        else:
+            mask = torch.zeros(self.batch, self.width, dtype=torch.bool, device=self.device)
+            for p in spec:
+                mask |= (idx - start == p) if p >= 0 else (idx == end + p)
+        self.memo[key] = mask
+        return mask
+
+    def row_mask(self, specs: list[PositionSpec | None]) -> torch.Tensor | None:
+        """``[B, T]`` mask for per-row specs (None = the row is untouched); None means every position."""
+        distinct = set(specs)
+        if len(distinct) == 1:
+            (only,) = distinct
+            if only is None:
+                return torch.zeros(self.batch, self.width, dtype=torch.bool, device=self.device)
+            return self.mask(only)
+        key = ("rows", tuple(specs))
+        if key in self.memo:
+            return self.memo[key]
+        out = torch.zeros(self.batch, self.width, dtype=torch.bool, device=self.device)
+        for spec in distinct:
+            if spec is None:
+                continue
+            rows = torch.tensor([s == spec for s in specs], device=self.device)[:, None]
+            m = self.mask(spec)
+            out |= rows & (True if m is None else m)
+        self.memo[key] = out
+        return out
+
+    def tail(self, n: int) -> "StepContext":
+        """The context of the last ``n`` columns (for outputs computed on the last tokens only)."""
+        if n == self.width:
+            return self
+        return StepContext(self.batch, n, self.offset + self.width - n, self.start, self.prompt_end, self.state)

@@ -1,0 +1,55 @@
+"""Scaling components: knock out (``factor=0``) or boost heads, neurons or residual dimensions."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import SteerlabError
+from ..sites import Site
+from .base import Intervention, Params, as_tensor, masked
+
+
+class Scale(Intervention):
+    """Multiply components of the activation by ``factor``.
+
+    ``index`` picks heads at ``attn.heads`` (shape ``[..., n_heads, d_head]``), neurons at
+    ``mlp.neurons`` and dimensions elsewhere; ``None`` scales everything. ``factor`` is a number or
+    one number per index.
+    """
+
+    kind = "scale"
+    flat = False
+    scalar_args = ("factor", "index")
+
+    def __init__(self, factor=0.0, layers=None, site: str = "resid_post", positions="all", index=None):
+        super().__init__(layers=layers, site=site, positions=positions)
+        self.factor = factor if isinstance(factor, (int, float)) else [float(f) for f in as_tensor(factor, "Scale factor").flatten()]
+        if index is not None:
+            index = [int(index)] if isinstance(index, int) else [int(i) for i in index]
+            if isinstance(self.factor, list) and len(self.factor) != len(index):
+                raise SteerlabError(f"Scale got {len(self.factor)} factors for {len(index)} indices")
+        self.index = index
+
+    def params(self, site: Site, shape) -> Params:
+        units = shape[0]
+        multiplier = torch.ones(shape)
+        factor = torch.as_tensor(self.factor, dtype=torch.float32)
+        if self.index is None:
+            multiplier = multiplier * factor if factor.dim() == 0 else _per_unit(multiplier, factor, units, site)
+        else:
+            bad = [i for i in self.index if not -units <= i < units]
+            if bad:
+                raise SteerlabError(f"Scale index {bad} is out of range at {site.name}, which has {units} components")
+            view = factor.view(-1, *([1] * (len(shape) - 1))) if factor.dim() else factor
+            multiplier[self.index] = view * torch.ones((len(self.index), *shape[1:]))
+        return {"m": multiplier}
+
+    @classmethod
+    def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None) -> torch.Tensor:
+        return masked(x, x * p["m"].to(x.dtype), mask)
+
+
+def _per_unit(multiplier: torch.Tensor, factor: torch.Tensor, units: int, site: Site) -> torch.Tensor:
+    if factor.numel() != units:
+        raise SteerlabError(f"Scale got {factor.numel()} factors but {site.name} has {units} components")
+    return multiplier * factor.view(-1, *([1] * (multiplier.dim() - 1)))

@@ -1,0 +1,120 @@
+"""Capture activations at sites over many texts, batched, in memory or streamed to disk.
+
+Texts are sorted by length so batches carry little padding (right padding: a text's tokens are
+computed exactly as if it were alone), and the forward pass stops right after the deepest
+requested site.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..activations import Activations, ShardWriter, texts_hash
+from ..activations.memory import POSITIONS
+from ..errors import SteerlabError
+from ..interventions.plan import build_plan, rows_of
+from ..progress import bar
+from ..sites import Site, expand_sites
+from .hooks import HookSession, Layout, StopForward, shape_of
+from .tokens import Batch, check_texts, encode, pad, pad_id
+
+
+def _reader(name: str, store: dict, batch: Batch, positions: str):
+    """An op that records the site's value (after any steering at that site) and leaves it unchanged."""
+
+    def read(x: torch.Tensor, ctx) -> torch.Tensor:
+        if positions == "last":
+            value = x[torch.arange(x.shape[0], device=x.device), batch.end - 1]
+        elif positions == "mean":
+            mask = batch.attention_mask.to(x.dtype).view(*batch.attention_mask.shape, *([1] * (x.dim() - 2)))
+            value = (x * mask).sum(1) / batch.lengths.to(x.dtype).view(-1, *([1] * (x.dim() - 2)))
+        else:
+            value = [x[b, int(s) : int(e)] for b, (s, e) in enumerate(zip(batch.start, batch.end))]
+        store[name] = value
+        return x
+
+    return read
+
+
+def _to_cpu(value):
+    if isinstance(value, list):
+        return [v.detach().to("cpu", torch.float32).clone() for v in value]
+    return value.detach().to("cpu", torch.float32)
+
+
+def capture(model, texts, sites="resid_post", layers=None, positions: str = "last", chat: bool = False,
+            batch_size: int = 16, out=None, steering=None, progress: bool | None = None) -> Activations:
+    """See ``Model.capture``."""
+    texts = check_texts(texts)
+    if positions not in POSITIONS:
+        raise SteerlabError(f"positions={positions!r} is not allowed for capture; use one of {', '.join(POSITIONS)}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise SteerlabError(f"batch_size must be a positive integer, got {batch_size!r}")
+    bound = model.bound
+    site_list = expand_sites(sites, layers, bound.n_layers)
+    names = [s.name for s in site_list]
+    recipes = rows_of(steering, len(texts))
+    for recipe in {id(r): r for r in recipes if r is not None}.values():
+        recipe.check_model(model.fingerprint)
+    deepest = max(site_list, key=lambda s: s.depth(bound.n_layers))
+    stop_after = None if deepest.kind == "logits" else deepest
+    ids = encode(model.tokenizer, texts, chat)
+    order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    writer = None
+    if out is not None:
+        key = {"texts": texts_hash(texts), "model": model.fingerprint.get("shape_hash"), "chat": chat,
+               "batch_size": batch_size, "steered": steering is not None}
+        writer = ShardWriter(out, sites=names, positions=positions, n_texts=len(texts), key=key,
+                             meta={"model": model.name})
+    done = writer.done if writer else set()
+    collected: dict[str, list] = {name: [] for name in names}
+    rows_seen: list[int] = []
+    like = next(model.hf_model.parameters())
+    with bar("capture", len(batches), progress) as advance:
+        for number, rows in enumerate(batches):
+            if number in done:
+                advance()
+                continue
+            batch = pad([ids[i] for i in rows], pad_id(model.tokenizer), "right", model.device)
+            store: dict = {}
+            ops: dict[Site, list] = {}
+            if steering is not None:
+                ops = build_plan([recipes[i] for i in rows], len(rows), bound.n_layers,
+                                 lambda s: shape_of(bound, s), like)
+            ops = {site: list(v) for site, v in ops.items()}
+            for site in site_list:
+                ops.setdefault(site, []).append(_reader(site.name, store, batch, positions))
+            layout = Layout(start=batch.start, prompt_end=batch.end)
+            with torch.inference_mode(), HookSession(bound, ops, layout, stop_after=stop_after):
+                try:
+                    model.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+                except StopForward:
+                    pass
+            values = {name: _to_cpu(store[name]) for name in names}
+            if writer is not None:
+                tensors = {}
+                for name, value in values.items():
+                    if positions == "all":
+                        tensors[name] = torch.cat(value)
+                        tensors[f"{name}.__lengths__"] = torch.tensor([len(v) for v in value])
+                    else:
+                        tensors[name] = value
+                writer.write(number, rows, tensors)
+            else:
+                for name, value in values.items():
+                    collected[name].append(value)
+                rows_seen.extend(rows)
+            advance()
+    meta = {"model": model.name, "texts": texts_hash(texts), "chat": chat}
+    if writer is not None:
+        return writer.finish()
+    inverse = torch.tensor(rows_seen).argsort()
+    data = {}
+    for name, parts in collected.items():
+        if positions == "all":
+            flat = [t for part in parts for t in part]
+            data[name] = [flat[i] for i in inverse.tolist()]
+        else:
+            data[name] = torch.cat(parts)[inverse]
+    return Activations(data, positions, meta)

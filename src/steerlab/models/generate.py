@@ -1,0 +1,94 @@
+"""Steered generation: one batch, left padding, KV cache, one recipe per row (or one for all)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import SteerlabError
+from ..interventions.plan import build_plan, rows_of
+from .hooks import HookSession, Layout, shape_of
+from .tokens import check_texts, encode, has_chat_template, pad, pad_id
+
+
+@dataclass
+class GenerationResult:
+    """Generated text and token ids (generated part only, up to and excluding EOS), one per prompt."""
+
+    texts: list[str]
+    tokens: list[list[int]]
+    prompts: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __iter__(self):
+        return iter(self.texts)
+
+    def __getitem__(self, i: int) -> str:
+        return self.texts[i]
+
+
+def _eos_ids(model) -> set[int]:
+    ids = model.hf_model.generation_config.eos_token_id
+    if ids is None:
+        ids = model.tokenizer.eos_token_id
+    if ids is None:
+        return set()
+    return {int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])}
+
+
+def _trim(row: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(row):
+        if t in eos:
+            return row[:i]
+    return row
+
+
+def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample: bool = False, chat=None,
+             seed: int | None = None, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
+             use_cache: bool = True, system: str | None = None, **generate_kwargs) -> GenerationResult:
+    """See ``Model.generate``."""
+    prompts = check_texts(prompts, "prompts")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise SteerlabError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if chat is None:
+        chat = has_chat_template(model.tokenizer)
+    recipes = rows_of(steering, len(prompts))
+    for recipe in {id(r): r for r in recipes if r is not None}.values():
+        recipe.check_model(model.fingerprint)
+    bound = model.bound
+    ids = encode(model.tokenizer, prompts, chat, system)
+    batch = pad(ids, pad_id(model.tokenizer), "left", model.device)
+    like = next(model.hf_model.parameters())
+    ops = build_plan(recipes, len(prompts), bound.n_layers, lambda s: shape_of(bound, s), like)
+    layout = Layout(start=batch.start, prompt_end=batch.end, generating=True)
+
+    config = copy.deepcopy(model.hf_model.generation_config)
+    settings = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, use_cache=use_cache,
+                    pad_token_id=pad_id(model.tokenizer), num_beams=1)
+    if do_sample:
+        settings.update(temperature=temperature, top_p=top_p, top_k=top_k)
+    else:
+        settings.update(temperature=None, top_p=None, top_k=None, min_p=None, typical_p=None)
+    config.update(**settings)
+    rng_devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):
+        if seed is not None:
+            torch.manual_seed(seed)
+        with torch.inference_mode(), HookSession(bound, ops, layout):
+            out = model.hf_model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                          generation_config=config, **generate_kwargs)
+    new = out[:, batch.input_ids.shape[1]:].tolist()
+    eos = _eos_ids(model)
+    pad_token = settings["pad_token_id"]
+    tokens = []
+    for row in new:
+        row = _trim(row, eos)
+        while row and pad_token not in eos and row[-1] == pad_token:  # rows that stopped early are padded
+            row.pop()
+        tokens.append(row)
+    texts = [model.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+    return GenerationResult(texts=texts, tokens=tokens, prompts=prompts)

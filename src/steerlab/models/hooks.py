@@ -1,0 +1,252 @@
+"""Attach one hook per touched module for the duration of a call; always removed, even on error.
+
+Each site maps to a module and a side (its input or its output). A hook runs the ops of every
+site that lives there, in forward order. Two sites need care:
+
+- ``resid_mid`` (``resid_pre + attn_out``) is the input of the MLP's pre-norm in sequential blocks;
+  a write there changes what the MLP reads and the same difference is added to the block's output,
+  so the residual stream carries it. In parallel-residual blocks (GPT-NeoX) it is the virtual sum
+  ``resid_pre + attn_out``, read at the attention output; a write adds its difference to the block output.
+- ``attn.heads`` is the input of the attention output projection, viewed as ``[B, T, n_heads, d_head]``.
+
+A top-level pre-hook builds the ``StepContext`` of each forward pass (how many tokens are already
+in the KV cache, where each row's prompt starts and ends).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..interventions.positions import StepContext
+from ..sites import Site
+from .adapters import Bound
+
+SiteOp = Callable[[torch.Tensor, StepContext], torch.Tensor]
+
+
+class StopForward(Exception):
+    """Raised by a hook after the deepest site a capture needs, to skip the rest of the model."""
+
+
+@dataclass
+class Layout:
+    """Where each row's tokens are in the padded batch: ``start`` (first real token) and
+    ``prompt_end`` (one past the last prompt token), both ``[B]``; ``generating`` marks generation."""
+
+    start: torch.Tensor
+    prompt_end: torch.Tensor
+    generating: bool = False
+
+
+def shape_of(bound: Bound, site: Site) -> tuple[int, ...]:
+    """Trailing shape of the activation at ``site`` (everything after ``[batch, tokens]``)."""
+    if site.kind == "attn.heads":
+        return (bound.n_heads, bound.d_head)
+    if site.kind == "mlp.neurons":
+        return (bound.d_mlp,)
+    if site.kind == "logits":
+        return (bound.vocab,)
+    return (bound.d_model,)
+
+
+def _run(ops: list[SiteOp], x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+    for op in ops:
+        x = op(x, ctx)
+    return x
+
+
+class HookSession:
+    """Context manager holding the hooks of one call.
+
+    ``ops`` maps sites to ordered ops (writes, then reads). ``stop_after`` makes the forward pass
+    raise ``StopForward`` once that site has run.
+    """
+
+    def __init__(self, bound: Bound, ops: dict[Site, list[SiteOp]], layout: Layout, stop_after: Site | None = None):
+        self.bound = bound
+        self.ops = {site: list(v) for site, v in ops.items() if v}
+        self.layout = layout
+        self.stop_after = stop_after
+        self.state: dict = {"generating": layout.generating}
+        self.ctx: StepContext | None = None
+        self.handles: list = []
+
+    # --- context ------------------------------------------------------------------------------
+    def _begin_forward(self, module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is None:
+            ids = args[0] if args else kwargs.get("inputs_embeds")
+        past = kwargs.get("past_key_values")
+        offset = int(past.get_seq_length()) if past is not None else 0
+        batch, width = ids.shape[:2]
+        self.ctx = StepContext(batch, width, offset, self.layout.start, self.layout.prompt_end, self.state)
+
+    # --- attaching ----------------------------------------------------------------------------
+    def __enter__(self) -> "HookSession":
+        try:
+            self._attach()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def _attach(self) -> None:
+        b = self.bound
+        a = b.adapter
+        points: dict[tuple[nn.Module, str], list[Callable]] = defaultdict(list)
+        stop_point = None
+
+        def add(module, side, stage, site: Site | None = None):
+            points[(module, side)].append(stage)
+            return (module, side)
+
+        def site_stage(site: Site):
+            ops = self.ops[site]
+            return lambda x: _run(ops, x, self.ctx)
+
+        for site in sorted(self.ops, key=lambda s: s.depth(b.n_layers)):
+            kind, layer = site.kind, site.layer
+            if kind == "embed":
+                point = add(b.module(a.embed), "out", site_stage(site))
+            elif kind == "final":
+                point = add(b.module(a.final_norm), "out", site_stage(site))
+            elif kind == "logits":
+                point = add(b.model, "logits", site_stage(site))
+            else:
+                block = b.blocks[layer]
+                if kind == "resid_pre":
+                    point = add(block, "in", site_stage(site))
+                elif kind == "attn_in":
+                    point = add(block.get_submodule(a.attn_norm), "out", site_stage(site))
+                elif kind == "attn.heads":
+                    point = add(block.get_submodule(a.o_proj), "in", self._heads_stage(site))
+                elif kind == "attn_out":
+                    point = add(block.get_submodule(a.attn_out), "out", site_stage(site))
+                elif kind == "resid_mid":
+                    if b.parallel:  # the virtual sum needs resid_pre as the block received it
+                        add(block, "in", self._stash_stage(layer))
+                    point = self._add_mid(add, block, site)
+                    add(block, "out", self._mid_delta_stage(layer))
+                elif kind == "mlp_in":
+                    point = add(block.get_submodule(a.mlp_norm), "out", site_stage(site))
+                elif kind == "mlp.neurons":
+                    point = add(block.get_submodule(a.down_proj), "in", site_stage(site))
+                elif kind == "mlp_out":
+                    point = add(block.get_submodule(a.mlp_out), "out", site_stage(site))
+                elif kind == "resid_post":
+                    point = add(block, "out", site_stage(site))
+                else:  # pragma: no cover - sites.py lists every kind
+                    raise AssertionError(kind)
+            if site == self.stop_after:
+                stop_point = point
+        if stop_point is not None:
+            points[stop_point].append(_raise_stop)
+
+        self.handles.append(b.model.register_forward_pre_hook(self._begin_forward, with_kwargs=True))
+        for (module, side), stages in points.items():
+            self.handles.append(_register(module, side, stages))
+
+    def _heads_stage(self, site: Site):
+        ops = self.ops[site]
+        heads, d_head = self.bound.n_heads, self.bound.d_head
+
+        def stage(x):
+            y = _run(ops, x.view(*x.shape[:-1], heads, d_head), self.ctx)
+            return y.reshape(x.shape)
+
+        return stage
+
+    def _add_mid(self, add, block, site: Site):
+        ops, layer = self.ops[site], site.layer
+        key = ("mid_delta", layer)
+
+        if self.bound.parallel:
+            def stage(attn):
+                mid = self.ctx.memo[("resid_pre", layer)] + attn
+                new = _run(ops, mid, self.ctx)
+                if new is not mid:
+                    self.ctx.memo[key] = new - mid
+                return attn
+
+            return add(block.get_submodule(self.bound.adapter.attn_out), "out", stage)
+
+        def stage(mid):
+            new = _run(ops, mid, self.ctx)
+            if new is not mid:
+                self.ctx.memo[key] = new - mid
+            return new
+
+        return add(block.get_submodule(self.bound.adapter.mlp_norm), "in", stage)
+
+    def _mid_delta_stage(self, layer: int):
+        key = ("mid_delta", layer)
+
+        def stage(out):
+            delta = self.ctx.memo.pop(key, None)
+            return out if delta is None else out + delta
+
+        return stage
+
+    def _stash_stage(self, layer: int):
+        def stage(x):
+            self.ctx.memo[("resid_pre", layer)] = x
+            return x
+
+        return stage
+
+
+def _raise_stop(x):
+    raise StopForward
+
+
+def _register(module: nn.Module, side: str, stages: list[Callable]):
+    def run(x):
+        for stage in stages:
+            x = stage(x)
+        return x
+
+    if side == "in":
+        def pre_hook(mod, args, kwargs):
+            if args:
+                x = args[0]
+                y = run(x)
+                return None if y is x else ((y, *args[1:]), kwargs)
+            name = "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
+            x = kwargs[name]
+            y = run(x)
+            return None if y is x else (args, {**kwargs, name: y})
+
+        return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    if side == "logits":
+        def logits_hook(mod, args, output):
+            x = output.logits
+            y = run(x)
+            if y is not x:
+                output.logits = y
+            return output
+
+        return module.register_forward_hook(logits_hook)
+
+    def hook(mod, args, output):
+        if isinstance(output, tuple):
+            x = output[0]
+            y = run(x)
+            return None if y is x else (y, *output[1:])
+        y = run(output)
+        return None if y is output else y
+
+    return module.register_forward_hook(hook)
