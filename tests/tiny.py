@@ -57,7 +57,7 @@ def tiny_config(family: str):
         return Gemma3TextConfig(**common, head_dim=16, query_pre_attn_scalar=16, sliding_window=8)
     if family == "gpt2":
         return GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=3, n_head=4, n_positions=256,
-                          bos_token_id=1, eos_token_id=2, pad_token_id=0)
+                          bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
     if family.startswith("neox"):
         return GPTNeoXConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                              num_attention_heads=4, max_position_embeddings=256, rotary_pct=0.5,
@@ -73,12 +73,13 @@ def tiny_model(family: str, seed: int = 0) -> sl.Model:
     torch.manual_seed(seed)
     config = tiny_config(family)
     hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
-    # Larger random weights than the default init, so steering visibly changes outputs.
+    # Larger random weights than the default init (scaled by width), so outputs vary with the input
+    # and steering visibly changes them.
     with torch.no_grad():
         for name, p in hf.named_parameters():
             if p.dim() >= 2:
-                p.normal_(0.0, 0.2)
-            elif "norm" in name or "ln" in name:
+                p.normal_(0.0, p.shape[-1] ** -0.5)
+            elif ("norm" in name or ".ln" in name) and name.endswith("weight"):
                 p.uniform_(0.8, 1.2) if family not in ("gemma2", "gemma3") else p.uniform_(-0.2, 0.2)
             else:
                 p.normal_(0.0, 0.1)
