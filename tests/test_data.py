@@ -92,7 +92,8 @@ def test_package_data_ships_every_bundled_file():
 
 PAIRS = [("I love it, truly.", "I hate it, truly."),
          ('She said "great", then left', 'She said "awful", then left'),
-         ("Two\nlines, é and ü", "Deux\nlignes, é et ü")]
+         ("Two\nlines, é and ü", "Deux\nlignes, é et ü"),
+         ("  kept as given ", "kept, as given\t")]   # texts are not stripped: spaces can change tokens
 
 
 def test_jsonl_round_trip_with_default_and_custom_fields(tmp_path):
@@ -169,7 +170,8 @@ class FakeDatasetDict:
 
 
 def test_from_datasets_reads_columns():
-    ds = FakeDataset({"chosen": [p for p, _ in PAIRS], "rejected": [n for _, n in PAIRS], "id": [0, 1, 2]})
+    ds = FakeDataset({"chosen": [p for p, _ in PAIRS], "rejected": [n for _, n in PAIRS],
+                      "id": list(range(len(PAIRS)))})
     pairs = sl.data.from_datasets(ds, positive="chosen", negative="rejected")
     assert list(pairs) == PAIRS
     assert list(sl.data.from_datasets(ds, positive="rejected", negative="chosen")) == [(n, p) for p, n in PAIRS]
@@ -222,7 +224,8 @@ def test_missing_column(tmp_path):
 
 
 def test_empty_inputs(tmp_path):
-    for name, text in [("e.jsonl", ""), ("e.csv", ""), ("blank.jsonl", "\n\n  \n"), ("header.csv", "positive,negative\n")]:
+    cases = [("e.jsonl", ""), ("e.csv", ""), ("blank.jsonl", "\n\n  \n"), ("header.csv", "positive,negative\n")]
+    for name, text in cases:
         f = tmp_path / name
         f.write_text(text)
         with pytest.raises(DataError, match=rf"path=.*{name}"):

@@ -43,7 +43,8 @@ def from_jsonl(path: str | os.PathLike, positive: str = "positive", negative: st
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno} is not valid JSON ({err.msg}); each line must be one object") from None
+                raise DataError(f"{path}:{lineno} is not valid JSON ({err.msg}); each line must be one object"
+                                ) from None
             rows.append((f"{path}:{lineno}", obj))
     return _build(rows, positive, negative, name or path.stem, source=str(path), arg=f"path={str(path)!r}")
 
