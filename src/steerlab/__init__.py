@@ -9,6 +9,7 @@
 
 __version__ = "0.1.0"
 
+from . import data
 from .activations import Activations, DiskActivations
 from .errors import SteerlabError
 from .interventions import Ablate, Add, Clamp, Conditional, Intervention, Patch, Rotate, Scale, Steering
