@@ -9,13 +9,16 @@
 
 __version__ = "0.1.0"
 
+from . import directions
 from .activations import Activations, DiskActivations
+from .directions import Direction
 from .errors import SteerlabError
 from .interventions import Ablate, Add, Clamp, Conditional, Intervention, Patch, Rotate, Scale, Steering
 from .models import GenerationResult, Model, load
 from .sites import Site, parse_site
 
 __all__ = [
-    "Ablate", "Activations", "Add", "Clamp", "Conditional", "DiskActivations", "GenerationResult", "Intervention",
-    "Model", "Patch", "Rotate", "Scale", "Site", "Steering", "SteerlabError", "__version__", "load", "parse_site",
+    "Ablate", "Activations", "Add", "Clamp", "Conditional", "Direction", "DiskActivations", "GenerationResult",
+    "Intervention", "Model", "Patch", "Rotate", "Scale", "Site", "Steering", "SteerlabError", "__version__",
+    "directions", "load", "parse_site",
 ]
