@@ -4,13 +4,18 @@
     model = sl.load("smollm2")
     pairs = sl.data.load("sentiment")
     d = sl.directions.mean_diff(model, pairs)
-    out = model.generate(["Tell me about your day."], steering=sl.Steering([sl.Add(d, alpha=4.0, layers=[10, 11])]))
+    out = model.generate(["Tell me about your day."], steering=sl.Steering([sl.Add(d, alpha=1.5, layers=[8, 9, 10])]))
+
+Subpackages (``sl.data``, ``sl.directions``, ``sl.recipes``, ``sl.analysis``, ``sl.evaluate``,
+``sl.edit``, ...) are imported on first use.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from . import data
-from . import activations
 from .activations import Activations, DiskActivations
 from .directions.direction import Direction
 from .errors import SteerlabError
@@ -18,7 +23,18 @@ from .interventions import Ablate, Add, Clamp, Conditional, Intervention, Patch,
 from .models import GenerationResult, Model, load
 from .sites import Site, parse_site
 
+SUBPACKAGES = ("activations", "analysis", "data", "directions", "edit", "evaluate", "interventions", "models",
+               "reasoning", "recipes", "report", "serve")
+
+
+def __getattr__(name: str):
+    if name in SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'steerlab' has no attribute {name!r}")
+
+
 __all__ = [
-    "Ablate", "Activations", "Add", "Clamp", "Conditional", "Direction", "DiskActivations", "GenerationResult", "Intervention",
-    "Model", "Patch", "Rotate", "Scale", "Site", "Steering", "SteerlabError", "__version__", "load", "parse_site",
+    "Ablate", "Activations", "Add", "Clamp", "Conditional", "Direction", "DiskActivations", "GenerationResult",
+    "Intervention", "Model", "Patch", "Rotate", "Scale", "Site", "Steering", "SteerlabError", "__version__",
+    "load", "parse_site", *SUBPACKAGES,
 ]

@@ -134,7 +134,7 @@ class Direction:
             raise DataError(f"{folder} is not a steerlab direction (format {doc.get('format')!r})")
         tensors = load_file(str(folder / "vectors.safetensors"))
         vectors = {int(k.split(".", 1)[1]): v for k, v in tensors.items()}
-        direction = cls(vectors, meta=doc.get("meta"))
+        direction = cls(vectors, meta=_layer_keys(doc.get("meta") or {}))
         if model is not None:
             direction.check_model(model.fingerprint)
         return direction
@@ -148,6 +148,16 @@ def _span(layers: list[int]) -> str:
     if len(layers) > 4 and layers == list(range(layers[0], layers[-1] + 1)):
         return f"{layers[0]}..{layers[-1]}"
     return str(layers)
+
+
+def _layer_keys(meta: dict) -> dict:
+    """JSON turns per-layer dicts' int keys (``scores``, ``intercept``, ...) into strings; turn them back."""
+    out = {}
+    for key, value in meta.items():
+        if isinstance(value, dict) and value and all(isinstance(k, str) and k.lstrip("-").isdigit() for k in value):
+            value = {int(k): v for k, v in value.items()}
+        out[key] = value
+    return out
 
 
 def _jsonable(value):
