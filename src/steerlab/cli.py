@@ -31,7 +31,9 @@ err = Console(stderr=True)
 
 def fail(message: str, code: int = 2):
     """Print one line to stderr and exit with ``code``."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -122,13 +124,13 @@ DEVICE = typer.Option("auto", help="cpu, cuda or auto.")
 @friendly
 def demo(
     prompts: int = typer.Option(5, help="How many neutral prompts to steer."),
-    strengths: str = typer.Option("-2,-1,0,1,2", help="Comma-separated steering strengths (alpha)."),
+    strengths: str = typer.Option("-1,-0.5,0,0.5,1", help="Comma-separated strengths (alpha times the mean-difference vector)."),
     max_new_tokens: int = typer.Option(40, help="Tokens to generate per row."),
-    layers: int = typer.Option(5, "--k-layers", help="How many consecutive layers to steer."),
+    layers: int = typer.Option(3, "--k-layers", help="How many consecutive layers to steer."),
 ):
     """The main job on the embedded model: sentiment direction -> layer sweep -> steered generations.
 
-    Example:  steerlab demo --prompts 3 --strengths -2,0,2
+    Example:  steerlab demo --prompts 3 --strengths -1,0,1
     """
     from .demo import run_demo
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-DEFAULT_STRENGTHS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+DEFAULT_STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 
 @dataclass
@@ -38,7 +38,7 @@ def sentiment_scores(texts: list[str]) -> list[float]:
 
 
 def run_demo(model=None, n_prompts: int = 5, strengths=DEFAULT_STRENGTHS, max_new_tokens: int = 40,
-             k_layers: int = 5, log=print, progress: bool | None = None) -> DemoResult:
+             k_layers: int = 3, log=print, progress: bool | None = None) -> DemoResult:
     """Extract the sentiment direction on the embedded model and steer with it (see module docstring)."""
     import steerlab as sl
 
