@@ -15,6 +15,8 @@ from .interventions import Ablate, Add, Clamp, Conditional, Intervention, Patch,
 from .models import GenerationResult, Model, load
 from .sites import Site, parse_site
 
+from . import analysis  # noqa: E402  (sl.analysis)
+
 __all__ = [
     "Ablate", "Activations", "Add", "Clamp", "Conditional", "DiskActivations", "GenerationResult", "Intervention",
     "Model", "Patch", "Rotate", "Scale", "Site", "Steering", "SteerlabError", "__version__", "load", "parse_site",
