@@ -172,9 +172,9 @@ def probe_trace(table: pd.DataFrame, layer: int | None = None, value: str = "pro
         raise SteerlabError(f"window must be at least 1, got {window}")
     grid = sub[sub["tail"] >= -window].pivot_table(index="text", columns="tail", values=value)
     tails = np.array(grid.columns, dtype=float)
-    mean = grid.mean(0).to_numpy()
-    std = grid.std(0, ddof=0).to_numpy()
-    n = grid.notna().sum(0).to_numpy()
+    mean = grid.mean(axis=0).to_numpy()
+    std = grid.std(axis=0, ddof=0).to_numpy()
+    n = grid.notna().sum(axis=0).to_numpy()
     sem = std / np.sqrt(np.maximum(n, 1))
     if n_points is not None and len(tails) > int(n_points):
         new = np.linspace(tails[0], tails[-1], int(n_points))
