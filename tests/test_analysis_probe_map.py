@@ -55,6 +55,8 @@ def test_probe_map_scores_generated_tokens(tiny_llama):
     n_new = len(tiny_llama.tokenizer(generated.texts[0], add_special_tokens=False)["input_ids"])
     assert table["generated"].sum() == n_new
     assert not table[table["position"] < 5]["generated"].any()
+    trace = sl.analysis.probe_trace(table, layer=2, n_points=None)
+    assert n_new > 0 and trace["generated"].iloc[-1] == 1.0 and trace["generated"].iloc[0] == 0.0
 
 
 def test_as_probe_reads_a_direction_with_intercepts():

@@ -103,6 +103,11 @@ def plot_trace(traces, labels=None, title: str | None = None):
         _require(trace, ["tail", "mean", "lo", "hi"], "plot_trace")
         line, = ax.plot(trace["tail"], trace["mean"], lw=1.8, label=name)
         ax.fill_between(trace["tail"], trace["lo"], trace["hi"], color=line.get_color(), alpha=0.2, lw=0)
+    first = items[0]
+    if "generated" in first.columns and (first["generated"] >= 0.5).any():
+        start = float(first.loc[first["generated"] >= 0.5, "tail"].iloc[0])
+        ax.axvspan(start, float(first["tail"].iloc[-1]), color="grey", alpha=0.12, lw=0, label="generated")
+        names = list(names) + ["generated"]
     ax.set_xlabel("position from the end (tail-aligned)")
     ax.set_ylabel("probe probability")
     ax.set_ylim(-0.02, 1.02)

@@ -156,7 +156,8 @@ def probe_trace(table: pd.DataFrame, layer: int | None = None, value: str = "pro
     its band) is resampled to ``n_points`` evenly spaced points by cubic interpolation, so traces of
     long generations share one grid (``None`` keeps one point per position).
     Columns: ``point``, ``tail`` (position from the end, fractional after resampling), ``mean``,
-    ``std``, ``sem``, ``lo``/``hi`` (mean ± 1.96·sem) and ``n`` (texts).
+    ``std``, ``sem``, ``lo``/``hi`` (mean ± 1.96·sem), ``n`` (texts) and ``generated`` (the share of
+    texts whose token there was generated).
     """
     if table.empty:
         raise DataError("the probe-map table is empty")
@@ -176,13 +177,16 @@ def probe_trace(table: pd.DataFrame, layer: int | None = None, value: str = "pro
     std = grid.std(axis=0, ddof=0).to_numpy()
     n = grid.notna().sum(axis=0).to_numpy()
     sem = std / np.sqrt(np.maximum(n, 1))
+    generated = (sub[sub["tail"] >= -window].pivot_table(index="text", columns="tail", values="generated")
+                 .mean(axis=0).reindex(grid.columns).to_numpy(dtype=float)) if "generated" in sub.columns \
+        else np.zeros(len(tails))
     if n_points is not None and len(tails) > int(n_points):
         new = np.linspace(tails[0], tails[-1], int(n_points))
         mean, std, sem = (_resample(tails, y, new) for y in (mean, std, sem))
-        n = np.interp(new, tails, n)
+        n, generated = np.interp(new, tails, n), np.interp(new, tails, generated)
         tails = new
     return pd.DataFrame({"point": np.arange(len(tails)), "tail": tails, "mean": mean, "std": std, "sem": sem,
-                         "lo": mean - 1.96 * sem, "hi": mean + 1.96 * sem, "n": n})
+                         "lo": mean - 1.96 * sem, "hi": mean + 1.96 * sem, "n": n, "generated": generated})
 
 
 def _resample(x: np.ndarray, y: np.ndarray, new: np.ndarray) -> np.ndarray:
