@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import steerlab as sl
-from analysis_refs import hooked, ids_of, last_logits
+from analysis_refs import hooked, last_logits
 from steerlab.analysis.heads import frozen_norm, head_writes, o_proj_weight
 
 TEXT = "hello world"

@@ -66,7 +66,9 @@ def test_earliest_stable():
 
 
 def test_commitment_layer_reads_the_lens_ranks(tiny_llama):
-    found = sl.analysis.commitment_layer(tiny_llama, TEXT, "x")
+    top = tiny_llama.tokenizer.decode([int(last_logits(tiny_llama, TEXT).argmax())])  # the model's own answer
+    found = sl.analysis.commitment_layer(tiny_llama, TEXT, top)
+    assert found.table["target_rank"].iloc[-1] == 1 and found.layer is not None
     ranks = found.table["target_rank"].tolist()
     expected = None
     for layer in range(len(ranks)):
@@ -74,6 +76,10 @@ def test_commitment_layer_reads_the_lens_ranks(tiny_llama):
             expected = layer
             break
     assert found.layer == expected
+    table = sl.analysis.logit_lens(tiny_llama, TEXT, target=top, positions="all", layers=[1, 2])
+    ranks = table[table["position"] == len(TEXT) - 1].sort_values("layer")["target_rank"].tolist()
+    want = 1 if ranks == [1, 1] else 2
+    assert sl.analysis.lens_commitment(table) == want
 
 
 def test_commitment_patching_test_matches_a_hand_patch(tiny_llama):

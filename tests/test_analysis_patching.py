@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import steerlab as sl
 from analysis_refs import hooked, last_logits, set_rows

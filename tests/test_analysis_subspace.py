@@ -69,7 +69,7 @@ def test_direction_patch_matches_a_hand_patch_and_null_part_does_nothing(tiny_ll
         patched = _metric(model, last_logits(model, BASE))
     base = _metric(model, last_logits(model, BASE))
     assert table.loc["direction", "effect"] == pytest.approx(patched - base, abs=1e-4)
-    assert abs(table.loc["null", "effect"]) < 1e-4  # W_down never reads the null-space part
+    assert abs(table.loc["null_space", "effect"]) < 1e-4  # W_down never reads the null-space part
     assert table.loc["component", "normalized"] == pytest.approx(
         _component_effect(model) / (_metric(model, last_logits(model, SOURCE)) - base), abs=1e-4)
 
@@ -100,14 +100,14 @@ def test_constructed_illusion_is_flagged_and_a_faithful_direction_is_not(tiny_ll
     v = null_diff / null_diff.norm() + dormant / dormant.norm()
     check = sl.analysis.subspace_check(model, BASE, SOURCE, v, LAYER, answers=("x", "y"))
     table = check.table.set_index("part")
-    assert abs(table.loc["row", "effect"]) < 1e-4  # the dormant part alone moves nothing
+    assert abs(table.loc["row_space", "effect"]) < 1e-4  # the dormant part alone moves nothing
     assert abs(table.loc["direction", "normalized"]) > 0.2
     assert check.illusion, check.reasons
 
     faithful = sl.analysis.subspace_check(model, BASE, SOURCE, row_diff, LAYER, answers=("x", "y"))
     assert not faithful.illusion
     ft = faithful.table.set_index("part")
-    assert ft.loc["row", "effect"] == pytest.approx(ft.loc["direction", "effect"], abs=1e-4)
+    assert ft.loc["row_space", "effect"] == pytest.approx(ft.loc["direction", "effect"], abs=1e-4)
 
 
 def test_residual_sites_need_a_reader(tiny_llama):
@@ -117,4 +117,4 @@ def test_residual_sites_need_a_reader(tiny_llama):
     reader = torch.randn(8, tiny_llama.d_model)
     check = sl.analysis.subspace_check(tiny_llama, BASE, SOURCE, torch.randn(tiny_llama.d_model), 1,
                                        site="resid_post", gold="x", reader=reader)
-    assert list(check.table["part"]) == ["direction", "row", "null", "component"]
+    assert list(check.table["part"]) == ["direction", "row_space", "null_space", "component"]

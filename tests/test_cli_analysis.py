@@ -71,12 +71,30 @@ def test_probe_map_on_a_jsonl_data_set(app, model_dir, tmp_path):
     assert (tmp_path / "pm" / "probe_map.png").is_file() and (tmp_path / "pm" / "trace.png").is_file()
 
 
+def test_patch_steps_and_subspace_modes(app, model_dir, tmp_path):
+    import torch
+
+    result = runner.invoke(app, ["patch", "--steps", "--clean", "ab\ncd=", "--clean", "ef\ngh=", "--gold", "xy",
+                                 "--step-modes", "zero,mean", "--model", model_dir, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "do_interventions.csv")
+    assert len(table) == 2 * 2 * 2 and (tmp_path / "necessity.png").is_file()
+    torch.save(torch.randn(96), tmp_path / "v.pt")
+    result = runner.invoke(app, ["patch", "--clean", "abcd", "--corrupted", "abce", "--gold", "x", "--subspace",
+                                 str(tmp_path / "v.pt"), "--layer", "1", "--model", model_dir, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(tmp_path / "subspace.csv")["part"]) == ["direction", "row_space", "null_space", "component"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["patch", "--clean", "abc", "--corrupted", "abcd", "--gold", "x"], "same token length"),
     (["lens", "hello", "--target", "xy"], "single token"),
     (["lens", "hello", "--target", "x", "--layers", "1-z"], "--layers"),
     (["probe-map", "--data", "no-such-set"], "--data"),
     (["heads", "abc", "--answers", "x", "y", "--ablate", "half"], "--ablate"),
+    (["patch", "--clean", "abc", "--gold", "x"], "--corrupted"),
+    (["patch", "--steps", "--clean", "abc"], "--gold"),
+    (["patch", "--clean", "abc", "--corrupted", "abd", "--gold", "x", "--subspace", "nope.pt"], "--subspace"),
 ])
 def test_bad_input_exits_2_with_one_line(app, model_dir, tmp_path, args, message):
     result = runner.invoke(app, args + ["--model", model_dir, "--out", str(tmp_path)])

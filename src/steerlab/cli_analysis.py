@@ -145,8 +145,7 @@ def lens(text: str = typer.Argument(..., help="The prompt, e.g. 'The capital of 
         files += _write(out, "commitment", found.table)
         typer.echo(f"commitment layer (logit lens): {found.layer}; (patching test): {found.patch_layer}")
     else:
-        found = analysis.commitment_layer(m, text, target, chat=chat)
-        typer.echo(f"commitment layer (logit lens): {found.layer}")
+        typer.echo(f"commitment layer (logit lens): {analysis.lens_commitment(table)}")
     last = table[(table["layer"] == table["layer"].max()) & (table["position"] == table["position"].max())].iloc[0]
     typer.echo(f"last layer, last token: top-1 {last['top1']!r} (p={last['top1_prob']:.3f}); "
                f"{target!r} rank {last['target_rank']}")
@@ -203,17 +202,47 @@ def probe_map_command(
     typer.echo("wrote " + ", ".join(files))
 
 
+def _vector(path: Path, layer: int):
+    """A direction from a saved Direction folder (its vector at ``layer``), a ``.pt`` tensor or a ``.npy`` array."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise SteerlabError(f"--subspace {str(path)!r}: no such file or folder")
+    if path.is_dir() or path.suffix == ".direction":
+        from .directions.direction import Direction
+
+        return Direction.load(path)[layer]
+    if path.suffix == ".npy":
+        import numpy as np
+
+        return torch.as_tensor(np.load(path), dtype=torch.float32)
+    if path.suffix == ".pt":
+        return torch.load(path, map_location="cpu", weights_only=True)
+    raise SteerlabError(f"--subspace {str(path)!r}: use a saved Direction folder, a .pt tensor or a .npy array")
+
+
 def patch(clean: List[str] = typer.Option(..., help="Clean prompt(s); repeat for several pairs."),
-          corrupted: List[str] = typer.Option(..., help="Corrupted prompt(s), same token length as the clean ones."),
+          corrupted: Optional[List[str]] = typer.Option(None, help="Corrupted prompt(s), same token length as the clean ones."),
           answers: Optional[Tuple[str, str]] = typer.Option(None, help="Two single-token answers: clean, corrupted."),
-          gold: Optional[str] = typer.Option(None, help="Score log p(gold) instead of a logit difference."),
+          gold: Optional[List[str]] = typer.Option(None, help="Score log p(gold) instead (with --steps: the answer "
+                                                   "text); one, or one per --clean."),
           sites: str = typer.Option("resid_post,attn_out,mlp_out", help="Comma-separated site kinds."),
           layers: Optional[str] = typer.Option(None, help="'all', '20', '10,12' or '10-20'."),
           mode: str = typer.Option("denoise", help="'denoise' (clean into corrupted), 'noise' or 'both'."),
+          steps: bool = typer.Option(False, "--steps", help="Step-wise do-interventions on the clean prompt(s) instead: "
+                                     "steps split at --sep, --gold is the answer."),
+          sep: str = typer.Option("\\n", help="Step separator for --steps (escapes like \\n are read)."),
+          step_modes: str = typer.Option("zero,mean,step_mean,add_noise", help="Do-intervention modes for --steps."),
+          subspace: Optional[Path] = typer.Option(None, help="Subspace-illusion check of this direction (a Direction "
+                                                  "folder, .pt or .npy) instead of the sweep."),
+          layer: int = typer.Option(-1, help="Layer of the --subspace check."),
+          site: str = typer.Option("mlp.neurons", help="Site of the --subspace check."),
           chat: bool = typer.Option(False, help="Apply the chat template to the prompts."),
           model: str = typer.Option("smollm2", "--model", "-m", help="Model name, folder or .gguf file."),
-          out: Path = typer.Option(Path("runs/patch"), help="Folder for patching.csv and patching.png.")):
-    """Activation patching sweep over sites x layers x positions, with a heatmap.
+          out: Path = typer.Option(Path("runs/patch"), help="Folder for the CSV and PNG.")):
+    """Activation patching sweep over sites x layers x positions, with a heatmap; --steps runs step-wise
+    do-interventions and --subspace the subspace-illusion check.
 
     Example: steerlab patch --clean "The capital of France is" --corrupted "The capital of Italy is"
     --answers " Paris" " Rome" --out runs/patch
@@ -221,7 +250,32 @@ def patch(clean: List[str] = typer.Option(..., help="Clean prompt(s); repeat for
     from . import analysis
 
     out = _out_dir(out)
+    gold = (gold[0] if len(gold) == 1 else list(gold)) if gold else None
+    if steps:
+        if gold is None:
+            raise SteerlabError("--steps needs --gold, the answer that follows the prompt (e.g. ' Germany')")
+        m = _load_model(model)
+        separator = sep.encode().decode("unicode_escape")
+        spans = analysis.step_spans(m, clean, sep=separator)
+        table = analysis.step_interventions(m, clean, gold, spans, modes=tuple(x.strip() for x in step_modes.split(",")),
+                                            layers=parse_layers(layers), chat=chat)
+        summary = analysis.necessity_metrics(table)
+        files = _write(out, "do_interventions", table) + _write(out, "necessity", summary,
+                                                                 analysis.plot_necessity(summary))
+        typer.echo(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        typer.echo("wrote " + ", ".join(files))
+        return
+    if not corrupted:
+        raise SteerlabError("--corrupted is required (one per --clean), unless --steps is given")
     m = _load_model(model)
+    if subspace is not None:
+        fixed = parse_layers(str(layer))[0] % m.n_layers
+        check = analysis.subspace_check(m, corrupted, clean, _vector(subspace, fixed), fixed, site=site,
+                                        answers=answers, gold=gold, chat=chat)
+        files = _write(out, "subspace", check.table, analysis.plot_subspace(check))
+        typer.echo("\n".join(check.reasons))
+        typer.echo("wrote " + ", ".join(files))
+        return
     table = analysis.activation_patching(m, clean, corrupted, answers=answers, gold=gold,
                                          sites=[s.strip() for s in sites.split(",") if s.strip()],
                                          layers=parse_layers(layers), mode=mode, chat=chat)

@@ -71,7 +71,8 @@ class Metric:
 def make_metric(tokenizer, n: int, answers=None, gold=None) -> Metric:
     """A Metric from ``answers=(a, b)`` (logit of a minus logit of b) or ``gold=a`` (log p(a)).
 
-    Either may be one value for every text or a list with one per text; answers must be single tokens.
+    Either may be one value for every text or a list with one per text (a list of exactly two strings
+    counts as one pair for every text); answers must be single tokens.
     """
     if (answers is None) == (gold is None):
         raise SteerlabError("give exactly one of answers=(' Paris', ' Rome') (a logit difference) or gold=' Paris'")

@@ -179,7 +179,8 @@ def plot_necessity(summary: pd.DataFrame, value: str = "dlogp_gold", title: str 
     ax.set_xticks(range(grid.shape[1]), grid.columns)
     ax.set_yticks(range(grid.shape[0]), grid.index)
     for (r, c), v in np.ndenumerate(grid.to_numpy()):
-        ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=7, color="white")
+        bright = float(image.norm(v)) > 0.6  # viridis is light at the top of its range
+        ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=7, color="black" if bright else "white")
     ax.set_xlabel("step")
     ax.set_title(title or f"Step do-interventions: {value}")
     fig.colorbar(image, ax=ax, label=value)
@@ -191,7 +192,7 @@ def plot_subspace(check, title: str | None = None):
     table = check.table
     fig = _figure(5.2, 3.2)
     ax = fig.add_subplot()
-    colors = {"direction": "#4c72b0", "row": "#55a868", "null": "#c44e52", "component": "#8172b2"}
+    colors = {"direction": "#4c72b0", "row_space": "#55a868", "null_space": "#c44e52", "component": "#8172b2"}
     ax.bar(table["part"], table["normalized"], color=[colors.get(p, "grey") for p in table["part"]])
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("normalized effect")

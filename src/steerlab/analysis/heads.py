@@ -20,7 +20,7 @@ from ..errors import SteerlabError
 from ..interventions import Add, Patch, Scale, Steering
 from ..models.tokens import check_texts
 from ..sites import normalize_layers
-from ._common import make_metric, pairs_of, resolve_position, token_ids
+from ._common import check_same_length, make_metric, pairs_of, resolve_position, token_ids
 
 
 def frozen_norm(module: nn.Module, x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
@@ -222,8 +222,6 @@ def head_interchange(model, base, source, answers=None, gold=None, heads="each",
     layer_list = sorted({l for l, _ in head_list})
     ids_b, ids_s = token_ids(model, base, chat), token_ids(model, source, chat)
     if positions == "all":
-        from ._common import check_same_length
-
         check_same_length(model, base, source, chat, ("base", "source"))
     acts_b = model.capture(base, sites="attn.heads", layers=layer_list, positions="all", chat=chat, progress=False)
     acts_s = model.capture(source, sites="attn.heads", layers=layer_list, positions="all", chat=chat, progress=False)

@@ -13,10 +13,12 @@ import pandas as pd
 import torch
 
 from ..errors import SteerlabError
+from ..interventions import Patch
 from ..models.tokens import check_texts
 from ..sites import normalize_layers
 from ._common import (check_same_length, pairs_of, parse_positions, per_text, readout, single_token,
                       token_ids, token_labels)
+from .patching import patched_logits
 
 COLUMNS = ["text", "layer", "position", "token", "top1", "top1_prob", "topk", "target", "target_rank",
            "target_prob", "kl_to_final"]
@@ -102,7 +104,7 @@ def commitment_layer(model, text: str, target: str, contrast: str | None = None,
         raise SteerlabError(f"text must be one string, got {type(text).__name__}")
     lens = logit_lens(model, [text], target=target, positions="last", chat=chat, progress=progress)
     table = lens[["layer", "target_rank", "target_prob", "top1"]].reset_index(drop=True)
-    layer = _earliest_stable(table["target_rank"].eq(1).tolist())
+    layer = lens_commitment(lens)
     patch_layer = None
     if contrast is not None:
         if contrast_target is None:
@@ -113,20 +115,28 @@ def commitment_layer(model, text: str, target: str, contrast: str | None = None,
     return Commitment(layer, patch_layer, table)
 
 
-def _earliest_stable(flags: list[bool]) -> int | None:
-    """The first index from which every flag is True (None when the last one is False)."""
+def lens_commitment(table: pd.DataFrame, text: int = 0) -> int | None:
+    """From a ``logit_lens`` table: the earliest layer from which the target stays top-1 at the
+    text's last listed position (None when it is not top-1 at the deepest layer listed)."""
+    sub = table[table["text"] == text]
+    if sub.empty or sub["target_rank"].isna().all():
+        raise SteerlabError(f"text {text} has no target ranks in this table; run logit_lens with target=...")
+    last = sub[sub["position"] == sub["position"].max()].sort_values("layer")
+    return _earliest_stable(last["target_rank"].eq(1).tolist(), last["layer"].tolist())
+
+
+def _earliest_stable(flags: list[bool], labels: list[int] | None = None) -> int | None:
+    """The first index (or its label) from which every flag is True (None when the last one is False)."""
     first = None
     for i, flag in enumerate(flags):
         if not flag:
             first = None
         elif first is None:
             first = i
-    return first
+    return first if first is None or labels is None else labels[first]
 
 
 def _restoration(model, text, target, contrast, contrast_target, positions, chat, batch_size, progress) -> list[float]:
-    from .patching import patched_logits
-
     a, b = pairs_of(contrast, text, ("contrast", "text"))
     ids_contrast, _ = check_same_length(model, a, b, chat, ("contrast", "text"))
     length = len(ids_contrast[0])
@@ -136,8 +146,6 @@ def _restoration(model, text, target, contrast, contrast_target, positions, chat
     want = [single_token(model.tokenizer, contrast_target, "contrast_target"),
             single_token(model.tokenizer, target, "target")]
     acts = model.capture(a, sites="resid_post", positions="all", chat=chat, progress=False)
-    from ..interventions import Patch
-
     recipes = [Patch(acts[f"layers.{l}.resid_post"][0][pos], layers=[l], positions=pos)
                for l in range(model.n_layers)]
     base = model.logits(b + a, chat=chat)

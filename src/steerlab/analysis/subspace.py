@@ -22,7 +22,7 @@ from ..sites import LAYER_KINDS, normalize_layers
 from ._common import make_metric, pairs_of, resolve_position, token_ids
 from .heads import o_proj_weight
 
-PARTS = ("direction", "row", "null", "component")
+PARTS = ("direction", "row_space", "null_space", "component")
 
 
 def reader_weight(model, site: str, layer: int) -> torch.Tensor:
@@ -55,7 +55,7 @@ def split_direction(v: torch.Tensor, reader: torch.Tensor, tol: float = 1e-5) ->
 class SubspaceCheck:
     """The verdict (``illusion``), the ``reasons`` behind it, and the ``table`` (one row per part).
 
-    Table columns: ``part`` (direction, row, null, component), ``norm`` (of the part of unit v),
+    Table columns: ``part`` (direction, row_space, null_space, component), ``norm`` (of the part of unit v),
     ``delta`` (mean source − base difference along the part's unit vector; for the component, the
     norm of the whole difference), ``effect`` (mean metric change) and ``normalized``
     (effect / (source − base metric)).
@@ -73,6 +73,8 @@ def subspace_check(model, base, source, direction, layer: int, site: str = "mlp.
     """Patch ``direction`` (and its row-space part, its null-space part, and the whole component) from
     ``source`` into ``base`` at ``layers.{layer}.{site}``, token ``position``, and flag the illusion pattern.
 
+    ``direction``: a vector of the site's width, or a ``Direction`` (its vector at ``layer``).
+
     Flagged when the direction's patch has a real effect (|normalized| ≥ ``min_effect``) but its
     row-space part alone carries less than half of it, and the source/base difference along the
     row-space part is smaller than along the null-space part (the row part is dormant). A direction
@@ -85,6 +87,8 @@ def subspace_check(model, base, source, direction, layer: int, site: str = "mlp.
     width = 1
     for s in model.site_shape(f"layers.{layer}.{site}"):
         width *= s
+    if hasattr(direction, "layers") and not isinstance(direction, torch.Tensor):  # a Direction
+        direction = direction[layer]
     v = torch.as_tensor(direction, dtype=torch.float32).flatten()
     if v.numel() != width or float(v.norm()) == 0:
         raise SteerlabError(f"direction must be a non-zero vector of width {width} at {site}, got {tuple(v.shape)}")
@@ -103,7 +107,7 @@ def subspace_check(model, base, source, direction, layer: int, site: str = "mlp.
     h_s = torch.stack([acts_s[i][p].flatten() for i, p in enumerate(ps)])
     logits0 = model.logits(base + source, chat=chat, batch_size=batch_size, progress=False)
     m_base, m_src = metric(logits0[:n], torch.arange(n)), metric(logits0[n:], torch.arange(n))
-    parts = {"direction": v, "row": v_row, "null": v_null, "component": None}
+    parts = {"direction": v, "row_space": v_row, "null_space": v_null, "component": None}
     texts, recipes, jobs = [], [], []
     for part, vec in parts.items():
         if vec is not None and float(vec.norm()) < 1e-6:
@@ -135,16 +139,16 @@ def subspace_check(model, base, source, direction, layer: int, site: str = "mlp.
 def _verdict(table: pd.DataFrame, min_effect: float) -> tuple[bool, list[str]]:
     get = table.set_index("part")
     eff = {p: float(get.loc[p, "normalized"]) for p in PARTS}
-    delta_row = abs(float(get.loc["row", "delta"])) * float(get.loc["row", "norm"])
-    delta_null = abs(float(get.loc["null", "delta"])) * float(get.loc["null", "norm"])
+    delta_row = abs(float(get.loc["row_space", "delta"])) * float(get.loc["row_space", "norm"])
+    delta_null = abs(float(get.loc["null_space", "delta"])) * float(get.loc["null_space", "norm"])
     reasons = []
     if abs(eff["direction"]) < min_effect:
         reasons.append(f"the direction's patch moves the metric by {eff['direction']:.2f} of the source-base gap "
                        f"(< {min_effect}); nothing to explain")
         return False, reasons
-    carried = eff["row"] / eff["direction"] if eff["direction"] else 0.0
+    carried = eff["row_space"] / eff["direction"] if eff["direction"] else 0.0
     dormant = delta_row < delta_null
-    reasons.append(f"row-space part carries {carried:.0%} of the direction's effect")
+    reasons.append(f"row-space part carries {round(carried, 2) + 0.0:.0%} of the direction's effect")
     reasons.append(f"source-base difference along v: {delta_row:.3g} through the row-space part, "
                    f"{delta_null:.3g} through the null-space part" + (" (row part dormant)" if dormant else ""))
     if abs(eff["component"]) < 0.5 * abs(eff["direction"]):
