@@ -94,6 +94,7 @@ def test_patch_steps_and_subspace_modes(app, model_dir, tmp_path):
     (["heads", "abc", "--answers", "x", "y", "--ablate", "half"], "--ablate"),
     (["patch", "--clean", "abc", "--gold", "x"], "--corrupted"),
     (["patch", "--steps", "--clean", "abc"], "--gold"),
+    (["patch", "--clean", "abc", "--corrupted", "abd", "--gold", "x", "--subspace", "v.pt", "--layer", "9"], "out of range"),
     (["patch", "--clean", "abc", "--corrupted", "abd", "--gold", "x", "--subspace", "nope.pt"], "--subspace"),
 ])
 def test_bad_input_exits_2_with_one_line(app, model_dir, tmp_path, args, message):

@@ -16,6 +16,7 @@ from typing import Callable, List, Optional, Tuple
 import typer
 
 from .errors import SteerlabError
+from .sites import normalize_layers
 
 _MODELS: dict = {}
 
@@ -176,7 +177,7 @@ def probe_map_command(
     fit_layers = "all" if per_layer else layer
     probe = analysis.fit_probe(m, train, layers=fit_layers, C=c, chat=chat)
     if per_layer:
-        probe.layer = parse_layers(str(layer))[0] % m.n_layers
+        probe.layer = normalize_layers([layer], m.n_layers)[0]
     groups = {"texts": list(texts)} if texts else {"positive": held.positive[:n], "negative": held.negative[:n]}
     tables, traces = [], []
     offset = 0
@@ -269,7 +270,7 @@ def patch(clean: List[str] = typer.Option(..., help="Clean prompt(s); repeat for
         raise SteerlabError("--corrupted is required (one per --clean), unless --steps is given")
     m = _load_model(model)
     if subspace is not None:
-        fixed = parse_layers(str(layer))[0] % m.n_layers
+        fixed = normalize_layers([layer], m.n_layers)[0]
         check = analysis.subspace_check(m, corrupted, clean, _vector(subspace, fixed), fixed, site=site,
                                         answers=answers, gold=gold, chat=chat)
         files = _write(out, "subspace", check.table, analysis.plot_subspace(check))
