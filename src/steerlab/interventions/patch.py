@@ -55,6 +55,10 @@ class Patch(Intervention):
     def static(self):
         return {"indexed": self._rows > 1, "subspace": self.direction is not None}
 
+    def group_key(self) -> tuple:
+        """Rows stack only when their values have the same number of rows (listed positions)."""
+        return (*super().group_key(), self._rows)
+
     @classmethod
     def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, indexed: bool = False,
               subspace: bool = False, ctx=None) -> torch.Tensor:

@@ -14,14 +14,16 @@ class Scale(Intervention):
 
     ``index`` picks heads at ``attn.heads`` (shape ``[..., n_heads, d_head]``), neurons at
     ``mlp.neurons`` and dimensions elsewhere; ``None`` scales everything. ``factor`` is a number or
-    one number per index.
+    one number per index. With ``renorm=True`` each token's whole activation is then rescaled to
+    the norm it had before the scaling (RefusalCliff's head ablation keeps the attention output's norm).
     """
 
     kind = "scale"
     flat = False
-    scalar_args = ("factor", "index")
+    scalar_args = ("factor", "index", "renorm")
 
-    def __init__(self, factor=0.0, layers=None, site: str = "resid_post", positions="all", index=None):
+    def __init__(self, factor=0.0, layers=None, site: str = "resid_post", positions="all", index=None,
+                 renorm: bool = False):
         super().__init__(layers=layers, site=site, positions=positions)
         self.factor = factor if isinstance(factor, (int, float)) else [float(f) for f in as_tensor(factor, "Scale factor").flatten()]
         if index is not None:
@@ -29,6 +31,7 @@ class Scale(Intervention):
             if isinstance(self.factor, list) and len(self.factor) != len(index):
                 raise SteerlabError(f"Scale got {len(self.factor)} factors for {len(index)} indices")
         self.index = index
+        self.renorm = bool(renorm)
 
     def params(self, site: Site, shape) -> Params:
         units = shape[0]
@@ -44,9 +47,16 @@ class Scale(Intervention):
             multiplier[self.index] = view * torch.ones((len(self.index), *shape[1:]))
         return {"m": multiplier}
 
+    def static(self):
+        return {"renorm": self.renorm}
+
     @classmethod
-    def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None) -> torch.Tensor:
-        return masked(x, x * p["m"].to(x.dtype), mask)
+    def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, renorm: bool = False) -> torch.Tensor:
+        y = x * p["m"].to(x.dtype)
+        if renorm:
+            dims = tuple(range(2, x.dim()))
+            y = y * (x.norm(dim=dims, keepdim=True) / y.norm(dim=dims, keepdim=True).clamp_min(1e-12))
+        return masked(x, y, mask)
 
 
 def _per_unit(multiplier: torch.Tensor, factor: torch.Tensor, units: int, site: Site) -> torch.Tensor:
