@@ -65,9 +65,20 @@ def test_earliest_stable():
     assert _earliest_stable([True, False]) is None
 
 
+def _text_with_a_single_token_answer(model):
+    """A prompt whose top next token decodes to text that encodes back to that one token
+    (a lone byte of a multi-byte character does not), and that answer."""
+    for text in [TEXT] + [f"{TEXT} {word}" for word in ("and", "the", "so", "yes", "ok", "then")]:
+        tid = int(last_logits(model, text).argmax())
+        answer = model.tokenizer.decode([tid])
+        if model.tokenizer(answer, add_special_tokens=False)["input_ids"] == [tid]:
+            return text, answer
+    raise AssertionError("no prompt with a single-token answer")
+
+
 def test_commitment_layer_reads_the_lens_ranks(tiny_llama):
-    top = tiny_llama.tokenizer.decode([int(last_logits(tiny_llama, TEXT).argmax())])  # the model's own answer
-    found = sl.analysis.commitment_layer(tiny_llama, TEXT, top)
+    text, top = _text_with_a_single_token_answer(tiny_llama)  # the model's own answer
+    found = sl.analysis.commitment_layer(tiny_llama, text, top)
     assert found.table["target_rank"].iloc[-1] == 1 and found.layer is not None
     ranks = found.table["target_rank"].tolist()
     expected = None
@@ -76,8 +87,8 @@ def test_commitment_layer_reads_the_lens_ranks(tiny_llama):
             expected = layer
             break
     assert found.layer == expected
-    table = sl.analysis.logit_lens(tiny_llama, TEXT, target=top, positions="all", layers=[1, 2])
-    ranks = table[table["position"] == len(TEXT) - 1].sort_values("layer")["target_rank"].tolist()
+    table = sl.analysis.logit_lens(tiny_llama, text, target=top, positions="all", layers=[1, 2])
+    ranks = table[table["position"] == len(text) - 1].sort_values("layer")["target_rank"].tolist()
     want = 1 if ranks == [1, 1] else 2
     assert sl.analysis.lens_commitment(table) == want
 
