@@ -1,0 +1,11 @@
+"""Edit weights: bake recipes into a plain checkpoint, Steer2Edit, llama.cpp control vectors, peers' vectors.
+
+    baked = sl.edit.bake(model, sl.recipes.directional_ablation(d))   # a transformers model
+    baked.save_pretrained("out/")                                     # also writes the tokenizer
+    d.to_gguf("happy.gguf")                                           # llama.cpp control vector
+"""
+
+from .bake import bake, check_equivalent, plan
+from .writers import NotBakeableError
+
+__all__ = ["NotBakeableError", "bake", "check_equivalent", "plan"]
