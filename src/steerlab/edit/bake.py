@@ -38,20 +38,18 @@ ABLATE_SITES = ("embed", "attn_out", "mlp_out")
 
 @dataclass
 class WriterEdit:
-    """The affine map ``y -> A y + c`` (composed in hook order) applied to one writer's output."""
+    """Edits of one writer's output, in the order the hooks would apply them.
 
-    A: torch.Tensor | None = None
-    c: torch.Tensor | None = None
+    Each op is ``("ablate", Q)`` (``y -> y - Q^T Q y``, Q orthonormal rows) or ``("add", c)``
+    (``y -> y + c``); applied one after the other, as rank-k updates of the weights.
+    """
+
+    ops: list[tuple[str, torch.Tensor]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
 
-    def then(self, A: torch.Tensor | None, c: torch.Tensor | None) -> None:
-        """Compose another affine map after this one."""
-        if A is not None:
-            self.A = A if self.A is None else A @ self.A
-            if self.c is not None:
-                self.c = A @ self.c
-        if c is not None:
-            self.c = c if self.c is None else self.c + c
+    @property
+    def adds(self) -> bool:
+        return any(kind == "add" for kind, _ in self.ops)
 
 
 def as_steering(steering) -> Steering:
@@ -104,7 +102,7 @@ def plan(model, steering) -> dict[tuple, WriterEdit]:
     """
     steering = as_steering(steering)
     bound = model.bound
-    entries = []  # (site depth, recipe index, writer key, A, c, label)
+    entries = []  # (site depth, recipe index, writer key, op, label)
     for i, item in enumerate(steering):
         name = _check_common(item, i)
         if isinstance(item, Add):
@@ -124,16 +122,12 @@ def plan(model, steering) -> dict[tuple, WriterEdit]:
                 raise NotBakeableError(f"{name} at {site.name} cannot be baked: {_site_reason(item, site)}")
             key = _writer_of(bound, site, name)
             params = item.params(site, shape_of(bound, site))
-            if isinstance(item, Add):
-                A, c = None, params["delta"].double()
-            else:
-                Q = params["basis"].double()
-                A, c = torch.eye(Q.shape[1], dtype=torch.float64) - Q.T @ Q, None
-            entries.append((site.depth(bound.n_layers), i, key, A, c, f"{type(item).__name__}@{site.name}"))
+            op = ("add", params["delta"].double()) if isinstance(item, Add) else ("ablate", params["basis"].double())
+            entries.append((site.depth(bound.n_layers), i, key, op, f"{type(item).__name__}@{site.name}"))
     edits: dict[tuple, WriterEdit] = {}
-    for _depth, _i, key, A, c, label in sorted(entries, key=lambda e: (e[0], e[1])):
+    for _depth, _i, key, op, label in sorted(entries, key=lambda e: (e[0], e[1])):
         edit = edits.setdefault(key, WriterEdit())
-        edit.then(A, c)
+        edit.ops.append(op)
         edit.sources.append(label)
     return edits
 
@@ -162,17 +156,17 @@ def apply(hf, bound, family: str, edits: dict[tuple, WriterEdit]) -> dict:
     if ("embed",) in edits:
         changes["untied"] = writers.untie_embeddings(hf)
     for kind, which in (("attn", "o_proj"), ("mlp", "down_proj")):
-        if any(k[0] == kind and e.c is not None for k, e in edits.items()):
+        if any(k[0] == kind and e.adds for k, e in edits.items()):
             switch = writers.ensure_bias(hf, bound, which)
             if switch:
                 changes["switches"].append(switch)
     for key, edit in edits.items():
         if key == ("embed",):
-            writers.apply_affine_to_embeddings(hf, family, edit.A, edit.c)
+            writers.edit_embeddings(hf, family, edit.ops)
         else:
             which = "o_proj" if key[0] == "attn" else "down_proj"
             module = hf.get_submodule(writers.projection_path(bound, which, key[1]))
-            writers.apply_affine_to_projection(module, edit.A, edit.c)
+            writers.edit_projection(module, edit.ops)
     return changes
 
 

@@ -138,30 +138,38 @@ def embedding_parts(hf: nn.Module, family: str) -> list[tuple[nn.Module, bool, f
     return parts
 
 
-def apply_affine_to_projection(module: nn.Module, A: torch.Tensor | None, c: torch.Tensor | None) -> None:
-    """``W <- A W`` and ``b <- A b + c`` for a linear map (computed in float64)."""
-    W = out_in(module).detach().double()
-    if A is not None:
-        set_out_in(module, A @ W)
-    if has_bias(module):
-        b = module.bias.detach().double()
-        if A is not None:
-            b = A @ b
-        if c is not None:
-            b = b + c
-        with torch.no_grad():
-            module.bias.copy_(b.to(module.bias.dtype))
-    elif c is not None:
+def _run_ops(rows: torch.Tensor, bias: torch.Tensor | None, ops, scale: float = 1.0, constants: bool = True):
+    """Apply ``ops`` to outputs stored as rows ``[n, d]`` (and a bias ``[d]``), in float64, in order."""
+    for kind, t in ops:
+        if kind == "ablate":
+            rows = rows - (rows @ t.T) @ t
+            if bias is not None:
+                bias = bias - (t @ bias) @ t
+        elif constants:
+            if bias is not None:
+                bias = bias + t
+            else:
+                rows = rows + t / scale
+    return rows, bias
+
+
+def edit_projection(module: nn.Module, ops) -> None:
+    """Apply output edits to a linear map: ablations ``W <- W - Q^T Q W`` (and its bias), additions to its bias."""
+    W = out_in(module).detach().double()  # [out, in]: the outputs are its columns
+    bias = module.bias.detach().double() if has_bias(module) else None
+    if bias is None and any(kind == "add" for kind, _ in ops):
         raise AssertionError("ensure_bias must run before adding a constant")  # pragma: no cover
-
-
-def apply_affine_to_embeddings(hf: nn.Module, family: str, A: torch.Tensor | None, c: torch.Tensor | None) -> None:
-    """Make every embedding row ``A e + c / scale`` (position embeddings: ``A e``)."""
-    for module, takes_constant, scale in embedding_parts(hf, family):
-        E = module.weight.detach().double()
-        if A is not None:
-            E = E @ A.T
-        if takes_constant and c is not None:
-            E = E + c / scale
+    cols, bias = _run_ops(W.T, bias, ops)
+    set_out_in(module, cols.T)
+    if bias is not None:
         with torch.no_grad():
-            module.weight.copy_(E.to(module.weight.dtype))
+            module.bias.copy_(bias.to(module.bias.dtype))
+
+
+def edit_embeddings(hf: nn.Module, family: str, ops) -> None:
+    """Apply ``embed``-site edits to every embedding row (constants go to the token embedding only,
+    divided by its output scale)."""
+    for module, takes_constant, scale in embedding_parts(hf, family):
+        rows, _ = _run_ops(module.weight.detach().double(), None, ops, scale, constants=takes_constant)
+        with torch.no_grad():
+            module.weight.copy_(rows.to(module.weight.dtype))
