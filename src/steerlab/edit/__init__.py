@@ -6,6 +6,7 @@
 """
 
 from .bake import bake, check_equivalent, plan
+from .steer2edit import Steer2EditResult, steer2edit
 from .writers import NotBakeableError
 
-__all__ = ["NotBakeableError", "bake", "check_equivalent", "plan"]
+__all__ = ["NotBakeableError", "Steer2EditResult", "bake", "check_equivalent", "plan", "steer2edit"]
