@@ -6,7 +6,10 @@
 """
 
 from .bake import bake, check_equivalent, plan
+from .gguf_vectors import ControlVectorFile, read_control_vector, write_control_vector
+from .peers import from_repeng, from_steering_vectors
 from .steer2edit import Steer2EditResult, steer2edit
 from .writers import NotBakeableError
 
-__all__ = ["NotBakeableError", "Steer2EditResult", "bake", "check_equivalent", "plan", "steer2edit"]
+__all__ = ["ControlVectorFile", "NotBakeableError", "Steer2EditResult", "bake", "check_equivalent", "from_repeng",
+           "from_steering_vectors", "plan", "read_control_vector", "steer2edit", "write_control_vector"]
