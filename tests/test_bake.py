@@ -161,3 +161,25 @@ def test_embedded_model_bake_round_trip(smollm, tmp_path):
     assert (plain["logits"] - want).abs().max() <= 1e-4 * want.abs().max()
     assert plain["tokens"] == tokens
     assert plain["config"]["tie_word_embeddings"] is False
+
+
+def test_granite_multipliers():
+    """Granite scales writer outputs before the residual stream: writer sites bake, residual sites are refused."""
+    from transformers import AutoModelForCausalLM, GraniteConfig
+
+    from tiny import VOCAB, byte_tokenizer
+
+    config = GraniteConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                           num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
+                           eos_token_id=2, residual_multiplier=0.5, embedding_multiplier=2.0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = sl.Model(AutoModelForCausalLM.from_config(config, dtype=torch.float32), byte_tokenizer(), name="granite")
+    v, r, _ = _vectors()
+    steer = sl.Steering([sl.Add(v, alpha=3.0, layers=[1], site="mlp_out"), sl.Add(v, site="embed")]) \
+        + sl.recipes.directional_ablation(r)
+    baked = sl.Model(bake(model, steer), model.tokenizer)
+    want = model.logits(TEXTS, steering=steer, progress=False)
+    assert (baked.logits(TEXTS, progress=False) - want).abs().max() <= 1e-4 * want.abs().max()
+    for site, layer in (("resid_post", 1), ("resid_pre", 0)):
+        with pytest.raises(NotBakeableError, match="multiplier"):
+            bake(model, sl.Add(v, layers=[layer], site=site))

@@ -64,6 +64,14 @@ def as_steering(steering) -> Steering:
 def _writer_of(bound, site: Site, what: str) -> tuple:
     """The writer whose output an edit at ``site`` changes: ``("embed",)``, ``("attn", l)``, ``("mlp", l)``."""
     kind, layer = site.kind, site.layer
+    config = bound.model.config
+    scale_name = "embedding_multiplier" if (kind == "resid_pre" and layer == 0) else "residual_multiplier"
+    if kind.startswith("resid_") and float(getattr(config, scale_name, 1.0) or 1.0) != 1.0:
+        raise NotBakeableError(
+            f"{what} at {site.name} cannot be baked for {config.model_type}: this family multiplies what a writer "
+            f"produces by {scale_name}={getattr(config, scale_name)} before it reaches the residual stream; put the "
+            "addition on the writer's own site (embed, attn_out or mlp_out) instead"
+        )
     if kind == "embed" or (kind == "resid_pre" and layer == 0):
         return ("embed",)
     if kind == "resid_pre":
@@ -135,7 +143,7 @@ def plan(model, steering) -> dict[tuple, WriterEdit]:
 _WHY = {
     "rotate": "a rotation depends on each token's own angle to the direction, which no fixed weight reproduces",
     "patch": "patching sets activations taken from another run, which depends on the input",
-    "scale": "scaling is only supported by bake for Add/Ablate recipes",
+    "scale": "bake implements Add and Ablate only (scaling heads or neurons is linear but not implemented yet)",
     "clamp": "clamping sets each token's projection to a value, which depends on the token",
 }
 
