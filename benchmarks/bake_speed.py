@@ -47,12 +47,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is steadier on a busy machine)")
+    parser.add_argument("--only", default=None, help="run only the recipes whose name contains this text")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = sl.load("smollm2")
     report = {"model": model.name, "device": str(model.device), "dtype": str(model.dtype), "threads":
               torch.get_num_threads(), "tokens": args.tokens, "runs": args.runs, "recipes": {}}
     for name, steering in recipes(model).items():
+        if args.only and args.only not in name:
+            continue
         baked = sl.Model(bake(model, steering), model.tokenizer, name="baked")
         timed(model, steering, args.tokens), timed(baked, None, args.tokens), timed(model, None, args.tokens)
         hooks, plain, ratios, unsteered = [], [], [], []
@@ -63,6 +69,7 @@ def main() -> None:
                 b, h = timed(baked, None, args.tokens), timed(model, steering, args.tokens)
             hooks.append(h), plain.append(b), ratios.append(h / b)
             unsteered.append(timed(model, None, args.tokens))
+            print(f"  {name} round {i + 1}: hooks {h:.2f}s baked {b:.2f}s unsteered {unsteered[-1]:.2f}s", flush=True)
         row = {
             "hooks_s": statistics.median(hooks), "baked_s": statistics.median(plain),
             "unsteered_s": statistics.median(unsteered),
@@ -72,7 +79,8 @@ def main() -> None:
         report["recipes"][name] = row
         print(f"{name}: hooks {row['hooks_tok_s']:.1f} tok/s, baked {row['baked_tok_s']:.1f} tok/s, "
               f"unsteered {args.tokens / row['unsteered_s']:.1f} tok/s; hooks/baked time "
-              f"{row['ratio_median']:.2f}x (range {row['ratio_min']:.2f}-{row['ratio_max']:.2f}, {args.runs} rounds)")
+              f"{row['ratio_median']:.2f}x (range {row['ratio_min']:.2f}-{row['ratio_max']:.2f}, {args.runs} rounds)",
+              flush=True)
         del baked
     if args.json:
         with open(args.json, "w") as f:
