@@ -139,6 +139,24 @@ class Direction:
             direction.check_model(model.fingerprint)
         return direction
 
+    # --- llama.cpp control vectors -------------------------------------------------------------
+    def to_gguf(self, path: str | os.PathLike, layers=None, alpha: float = 1.0, model_hint: str | None = None) -> Path:
+        """Write ``alpha * self[layer]`` for ``layers`` (default: all held but 0) as a llama.cpp control vector.
+
+        ``direction.N`` in the file is added to the output of block N (steerlab's
+        ``layers.N.resid_post``); llama.cpp never steers block 0. See ``steerlab.edit.gguf_vectors``.
+        """
+        from ..edit.gguf_vectors import direction_to_gguf
+
+        return direction_to_gguf(self, path, layers=layers, alpha=alpha, model_hint=model_hint)
+
+    @classmethod
+    def from_gguf(cls, path: str | os.PathLike) -> "Direction":
+        """Read a llama.cpp (or repeng) control vector; its ``direction.N`` becomes layer N (resid_post)."""
+        from ..edit.gguf_vectors import direction_from_gguf
+
+        return direction_from_gguf(path)
+
     def __repr__(self) -> str:
         method = self.meta.get("method", "?")
         return f"Direction(method={method!r}, layers={_span(self.layers)}, d={self.d_model})"

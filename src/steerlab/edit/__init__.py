@@ -1,0 +1,15 @@
+"""Edit weights: bake recipes into a plain checkpoint, Steer2Edit, llama.cpp control vectors, peers' vectors.
+
+    baked = sl.edit.bake(model, sl.recipes.directional_ablation(d))   # a transformers model
+    baked.save_pretrained("out/")                                     # also writes the tokenizer
+    d.to_gguf("happy.gguf")                                           # llama.cpp control vector
+"""
+
+from .bake import bake, check_equivalent, plan
+from .gguf_vectors import ControlVectorFile, read_control_vector, write_control_vector
+from .peers import from_repeng, from_steering_vectors
+from .steer2edit import Steer2EditResult, steer2edit
+from .writers import NotBakeableError
+
+__all__ = ["ControlVectorFile", "NotBakeableError", "Steer2EditResult", "bake", "check_equivalent", "from_repeng",
+           "from_steering_vectors", "plan", "read_control_vector", "steer2edit", "write_control_vector"]
