@@ -84,7 +84,7 @@ def test_bias_switch_and_provenance_in_saved_config(runs):
 
 
 def test_bake_leaves_the_original_untouched_and_unties(tmp_path):
-    model = tiny_model("gpt2")
+    model = tiny_model("gpt2", tied=True)
     before = {k: v.clone() for k, v in model.hf_model.state_dict().items()}
     baked = bake(model, recipe("ablate"))
     after = model.hf_model.state_dict()

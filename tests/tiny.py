@@ -66,12 +66,15 @@ def tiny_config(family: str):
     raise ValueError(family)
 
 
-def tiny_model(family: str, seed: int = 0) -> sl.Model:
-    """A steerlab Model around a freshly initialised tiny transformers model of ``family``."""
+def tiny_model(family: str, seed: int = 0, tied: bool | None = None) -> sl.Model:
+    """A steerlab Model around a freshly initialised tiny transformers model of ``family``
+    (``tied`` overrides whether the unembedding shares the embedding's weights)."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     config = tiny_config(family)
+    if tied is not None:
+        config.tie_word_embeddings = tied
     hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
     # Larger random weights than the default init (scaled by width), so outputs vary with the input
     # and steering visibly changes them.
