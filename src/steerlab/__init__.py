@@ -22,7 +22,6 @@ from .errors import SteerlabError
 from .interventions import Ablate, Add, Clamp, Conditional, Intervention, Patch, Rotate, Scale, Steering
 from .models import GenerationResult, Model, load
 from .sites import Site, parse_site
-from . import edit, recipes  # noqa: E402  (sl.edit.bake, sl.recipes.directional_ablation)
 
 SUBPACKAGES = ("activations", "analysis", "data", "directions", "edit", "evaluate", "interventions", "models",
                "reasoning", "recipes", "report", "serve")
