@@ -80,7 +80,7 @@ class Steering:
         for i, item in enumerate(self.interventions):
             entries.append({"kind": item.kind, "config": item.config()})
             for name, t in item.tensors().items():
-                tensors[f"{i}.{name}"] = t.detach().to("cpu", torch.float32).contiguous()
+                tensors[f"{i}.{name}"] = t.detach().to("cpu", torch.float32).contiguous().clone()  # shared tensors are fine
         doc = {"format": FORMAT, "version": __version__, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "meta": self.meta, "interventions": entries}
         tmp = folder.with_name(folder.name + ".tmp")
