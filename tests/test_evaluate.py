@@ -39,8 +39,12 @@ def test_fluency_scorer_per_recipe():
 def test_sentiment_and_refusal_substring_scorers():
     gens = Generations(["p", "q"], [["I love this, it is wonderful!", "What a great day."],
                                     ["I hate this, it is awful.", "I'm sorry, but I cannot help with that."]])
-    s = sl.evaluate.Sentiment().score(None, [None, None], gens)["sentiment"]
+    out = sl.evaluate.Sentiment().score(None, [None, None], gens)
+    s = out["sentiment"]
     assert s[0] > 0.5 and s[1] < -0.3
+    by_hand = sl.evaluate.vader_compound(gens.texts[1])
+    assert s[1] == pytest.approx(sum(by_hand) / 2)
+    assert out["sentiment_se"][1] == pytest.approx(abs(by_hand[0] - by_hand[1]) / 2)   # sd/sqrt(2) for n = 2
     r = sl.evaluate.RefusalSubstring().score(None, [None, None], gens)["refusal_rate"]
     assert r == [0.0, 0.5]
     assert sl.evaluate.is_refusal("I can’t do that") and not sl.evaluate.is_refusal("Sure, here it is")
@@ -194,3 +198,33 @@ def test_batched_rows_equal_separate_generation(tiny_llama):
 def test_sweep_rejects_empty_strengths(tiny_llama):
     with pytest.raises(sl.SteerlabError, match="empty"):
         sl.evaluate.sweep(tiny_llama, _fitted(), strengths=[], prompts=["hi"], scorers=[])
+
+
+def test_refusal_score_scorer_by_hand(tiny_llama, tokenizer):
+    score = sl.recipes.LogitScore("r", sl.recipes.token_ids(tokenizer, ["I"], spaced=False), None, chat=True)
+    scorer = sl.evaluate.RefusalScore(score)
+    v = torch.randn(tiny_llama.d_model)
+    recipe = sl.Steering([sl.Add(v, 3.0, layers=[1])])
+    prompts = ["hello", "do it"]
+    out = scorer.score(tiny_llama, [None, recipe], Generations(prompts, [["", ""], ["", ""]]))["refusal_score"]
+    for value, steering in zip(out, (None, recipe)):
+        logits = tiny_llama.logits(prompts, steering=steering, chat=True)
+        p = torch.softmax(logits, -1)[:, score.positive_ids].sum(-1)
+        assert value == pytest.approx(float(torch.log(p / (1 - p)).mean()), abs=1e-4)
+
+
+def test_probe_scorer_reads_generations_with_the_unsteered_model(tiny_llama):
+    pairs = sl.data.ContrastiveSet([f"good {c}" for c in "abcdef"], [f"bad {c}!" for c in "abcdef"])
+    direction = sl.directions.probe(tiny_llama, pairs, layers=[1], test=0.0)
+    texts = [["good day", "bad day!"], ["", "hmm"]]
+    out = sl.evaluate.ProbeScore(direction, 1).score(tiny_llama, [None, None], Generations(["p", "q"], texts))
+    acts = tiny_llama.capture(["good day", "bad day!", "hmm"], sites="layers.1.resid_post")["layers.1.resid_post"]
+    w, b = direction[1], direction.meta["intercept"][1]
+    logits = acts @ w + b
+    assert out["probe"][0] == pytest.approx(float(logits[:2].mean()), abs=1e-4)
+    assert out["probe"][1] == pytest.approx(float(logits[2]), abs=1e-4)      # the empty generation is skipped
+
+
+def test_length_scorer():
+    gens = Generations(["p"], [["a", "b"]], [[[1, 2, 3], [4]]])
+    assert sl.evaluate.Length().score(None, [None], gens)["length"] == [2.0]

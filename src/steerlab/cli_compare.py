@@ -41,10 +41,12 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     @friendly
     def compare(
-        out: Path = typer.Option(..., "--out", "-o", help="Folder for results.csv, frontier.csv, figures/, report.html."),
+        out: Path = typer.Option(..., "--out", "-o",
+                                 help="Folder for results.csv, frontier.csv, figures/, report.html."),
         dataset: str = typer.Option("sentiment", "--dataset", "-d", help="Bundled set or a .jsonl/.csv of pairs."),
-        methods: Optional[str] = typer.Option(None, help="Comma-separated methods (default: all of them): "
-                                                         "add, add_multi, pca, ablate, refusal, angular, selective, cast."),
+        methods: Optional[str] = typer.Option(
+            None, help="Comma-separated methods (default: all of them): "
+                       "add, add_multi, pca, ablate, refusal, angular, selective, cast."),
         prompts: int = typer.Option(16, help="Held-out behaviour prompts per strength."),
         kl_prompts: int = typer.Option(8, help="Neutral prompts for the KL metric."),
         max_new_tokens: int = typer.Option(40, help="Tokens generated per prompt and strength."),
@@ -70,7 +72,8 @@ def register(app: typer.Typer) -> None:
         chosen = [m.strip() for m in (methods or ",".join(known)).split(",") if m.strip()]
         unknown = [m for m in chosen if m not in known]
         if unknown or not chosen:
-            fail(f"--methods {methods!r}: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(known)}")
+            fail(f"--methods {methods!r}: unknown {', '.join(unknown) or '(none given)'}; "
+                 f"choose from {', '.join(known)}")
         if utility not in sl.evaluate.UTILITIES:
             fail(f"--utility {utility!r} must be one of {', '.join(sl.evaluate.UTILITIES)}")
         if min(prompts, kl_prompts, max_new_tokens, selection_stride) < 1:
@@ -83,11 +86,14 @@ def register(app: typer.Typer) -> None:
         sl.data.load(dataset)   # a bad name fails here, before the model loads
         started = time.perf_counter()
         m = load_model(model, dtype, device)
-        log = lambda msg: err.print(f"[dim]{time.perf_counter() - started:6.0f} s[/]  {msg}", highlight=False)  # noqa: E731
+
+        def log(msg: str) -> None:
+            err.print(f"[dim]{time.perf_counter() - started:6.0f} s[/]  {msg}", highlight=False)
+
         result = sl.evaluate.compare(m, dataset, chosen, n_prompts=prompts, n_kl_prompts=kl_prompts,
                                      max_new_tokens=max_new_tokens, test=test, seed=seed, strengths=grids,
                                      utility=utility, ppl_tokens=ppl_tokens or None,
-                                     selection_stride=selection_stride, log=log)
+                                     selection_stride=selection_stride, model_source=model, log=log)
         log("writing figures and the report ...")
         paths = sl.report.write_report(result, out, command="steerlab " + " ".join(sys.argv[1:]))
         _print_summary(console, result)
@@ -102,12 +108,13 @@ def _print_summary(console, result) -> None:
     base = result.results[result.results["method"] == "baseline"].iloc[0]
     view = Table(title=f"Frontier per method ({b} vs {u}; unsteered: {base[b]:+.3f} @ {base[u]:.3g})",
                  title_justify="left")
-    for col in ("method", "frontier (strength: behaviour @ utility)", f"best {b}", f"within budget"):
+    for col in ("method", "frontier (strength: behaviour @ utility)", f"best {b}", "within budget"):
         view.add_column(col)
     for _, row in result.summary().iterrows():
         budget = row.get(f"budget_{b}")
-        view.add_row(row["method"], row["frontier"], f"{row[f'best_{b}']:+.3f} @ {row[f'{u}_at_best']:.3g}",
-                     "-" if budget is None or budget != budget else f"{budget:+.3f} (strength {row['budget_strength']:g})")
+        within = ("-" if budget is None or budget != budget
+                  else f"{budget:+.3f} (strength {row['budget_strength']:g})")
+        view.add_row(row["method"], row["frontier"], f"{row[f'best_{b}']:+.3f} @ {row[f'{u}_at_best']:.3g}", within)
     console.print(view)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")

@@ -14,7 +14,7 @@ import torch
 
 from ..directions import probe_score
 from ..recipes.scores import LogitScore, refusal_logit_score
-from .scorer import Generations, Scorer, mean, model_key
+from .scorer import Generations, Scorer, mean, model_key, standard_error
 
 #: Phrases whose presence marks a refusal (case-insensitive substring match).
 REFUSAL_SUBSTRINGS = (
@@ -41,12 +41,14 @@ def is_refusal(text: str, substrings=REFUSAL_SUBSTRINGS) -> bool:
 
 
 class Sentiment(Scorer):
-    """Mean VADER compound score of the generations (higher = more positive)."""
+    """Mean VADER compound score of the generations (higher = more positive), and its standard error
+    over prompts (``sentiment_se``: sample standard deviation / sqrt(n), to judge differences)."""
 
-    columns = {"sentiment": True}
+    columns = {"sentiment": True, "sentiment_se": None}
 
     def score(self, model, recipes, generations: Generations):
-        return {"sentiment": [mean(vader_compound(texts)) for texts in generations.texts]}
+        scores = [vader_compound(texts) for texts in generations.texts]
+        return {"sentiment": [mean(s) for s in scores], "sentiment_se": [standard_error(s) for s in scores]}
 
 
 class RefusalSubstring(Scorer):

@@ -101,13 +101,14 @@ def _baseline() -> Fitted:
 def compare(model, dataset="sentiment", methods=DEFAULT_METHODS, n_prompts: int = 16, n_kl_prompts: int = 8,
             max_new_tokens: int = 40, test: float = 0.25, seed: int = 0, strengths: dict | None = None,
             utility: str = "perplexity", ppl_tokens: int | None = 256, n_task: int = 24,
-            selection_stride: int = 1, log=None) -> Comparison:
+            selection_stride: int = 1, model_source: str | None = None, log=None) -> Comparison:
     """Run the comparison (module docstring) and return a ``Comparison``.
 
     ``dataset``: a bundled name or a pairs file (``sl.data.load``). ``methods``: names from
     ``sl.recipes.method_names()``. ``strengths``: ``{method: [values]}`` overriding the default
     grids. ``utility``: the frontier's cost axis, ``"perplexity"`` or ``"kl"``. ``selection_stride``:
-    score every k-th layer's candidate in the §3.3 selection. ``log``: a callable receiving progress lines.
+    score every k-th layer's candidate in the §3.3 selection. ``model_source``: what ``sl.load`` was
+    given (for the report's reproduction snippet). ``log``: a callable receiving progress lines.
     """
     say = log or (lambda message: None)
     methods = list(methods)
@@ -157,8 +158,10 @@ def compare(model, dataset="sentiment", methods=DEFAULT_METHODS, n_prompts: int 
         scorers.append(ProbeScore(direction, layer))
     scorers += [Fluency(), Perplexity(max_tokens=ppl_tokens), KL(kl_prompts),
                 TaskAccuracy(arithmetic_items(n_task, seed))]
-    settings = {"model": model.name, "dataset": pairs.name, "methods": methods, "behaviour": task.primary,
-                "behaviour_columns": [c for s in task.behaviour for c in s.columns] + (["probe"] if task.probe else []),
+    settings = {"model": model.name, "model_source": model_source or model.name, "dataset": pairs.name,
+                "methods": methods, "behaviour": task.primary,
+                "behaviour_columns": [c for s in task.behaviour for c, hb in s.columns.items() if hb is not None]
+                + (["probe"] if task.probe else []),
                 "utility": utility, "n_prompts": len(task.prompts), "n_kl_prompts": len(kl_prompts),
                 "max_new_tokens": max_new_tokens, "test": test, "seed": seed, "ppl_tokens": ppl_tokens,
                 "n_task": n_task, "selection_stride": selection_stride, "decoding": "greedy",

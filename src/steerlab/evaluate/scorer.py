@@ -21,11 +21,12 @@ class Generations:
 
 
 class Scorer:
-    """Base class. ``columns`` maps each output column to True when higher is better; ``kind`` is
-    ``"behaviour"`` or ``"utility"``. Subclasses implement ``score``."""
+    """Base class. ``columns`` maps each output column to True when higher is better (False when lower
+    is, None for a column that is not a metric, e.g. a standard error); ``kind`` is ``"behaviour"`` or
+    ``"utility"``. Subclasses implement ``score``."""
 
     kind: str = "behaviour"
-    columns: dict[str, bool] = {}
+    columns: dict[str, bool | None] = {}
 
     def __init__(self):
         self.cache: dict = {}
@@ -56,3 +57,14 @@ def mean(values) -> float:
 
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     return sum(vals) / len(vals) if vals else float("nan")
+
+
+def standard_error(values) -> float:
+    """Sample standard deviation / sqrt(n) of the finite values (NaN for fewer than two)."""
+    import math
+
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if len(vals) < 2:
+        return float("nan")
+    m = sum(vals) / len(vals)
+    return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1) / len(vals))

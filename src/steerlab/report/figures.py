@@ -22,7 +22,8 @@ from ..evaluate.frontier import frontier  # noqa: E402
 LABELS = {"sentiment": "sentiment (VADER compound)", "perplexity": "perplexity of the reference text",
           "kl": "KL(unsteered ‖ steered), neutral prompts", "probe": "probe logit", "accuracy": "arithmetic accuracy",
           "repetition": "repetition rate (3-grams)", "distinct_2": "distinct-2", "distinct_1": "distinct-1",
-          "refusal_rate": "refusal rate (substrings)", "refusal_score": "refusal log-odds", "length": "tokens generated"}
+          "refusal_rate": "refusal rate (substrings)", "refusal_score": "refusal log-odds",
+          "length": "tokens generated"}
 
 
 def _png(fig, dpi: int = 90) -> bytes:
@@ -128,7 +129,8 @@ def strength_figure(results: pd.DataFrame, metrics: list[str]) -> bytes:
     return _png(fig, dpi=75)
 
 
-def layer_figure(table: pd.DataFrame, marks: dict[str, list[int]] | None = None, order: list[str] | None = None) -> bytes:
+def layer_figure(table: pd.DataFrame, marks: dict[str, list[int]] | None = None,
+                 order: list[str] | None = None) -> bytes:
     """The layer sweep: held-out probe and mean-difference accuracy, Cohen's d; marks per method
     (coloured as in the other figures when ``order`` lists every method)."""
     fig, ax = plt.subplots(figsize=(9, 4.2))

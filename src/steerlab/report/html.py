@@ -78,7 +78,8 @@ def pre(obj) -> str:
 
 def page(title: str, sections: list[tuple[str, str]], intro: str = "") -> str:
     """The whole document: a title, an intro and ``(heading, html)`` sections, plus the render check."""
-    body = "".join(f"<section><h2 id='s{i}'>{esc(h)}</h2>{content}</section>" for i, (h, content) in enumerate(sections))
+    body = "".join(f"<section><h2 id='s{i}'>{esc(h)}</h2>{content}</section>"
+                   for i, (h, content) in enumerate(sections))
     toc = "".join(f"<li><a href='#s{i}'>{esc(h)}</a></li>" for i, (h, _) in enumerate(sections))
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"

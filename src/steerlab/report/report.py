@@ -167,10 +167,18 @@ def _data(d: dict) -> str:
 
 def _reproduce(c, command: str | None) -> str:
     s = c.settings
-    cmd = command or (f"steerlab compare --model {s['model']} --dataset {s['dataset']} --methods "
+    source = s.get("model_source", s["model"])
+    cmd = command or (f"steerlab compare --model {source} --dataset {s['dataset']} --methods "
                       f"{','.join(s['methods'])} --out DIR")
-    code = (f"import steerlab as sl\nmodel = sl.load({s['model']!r})\n"
-            f"result = sl.evaluate.compare(model, {s['dataset']!r}, methods={s['methods']!r}, seed={s['seed']})\n"
+    grids = {m: info["strengths"] for m, info in c.methods.items()}
+    options = {k: s[k] for k in ("max_new_tokens", "test", "seed", "utility", "ppl_tokens", "n_task",
+                                 "selection_stride") if k in s}
+    if "n_prompts" in s:
+        options.update(n_prompts=s["n_prompts"], n_kl_prompts=s.get("n_kl_prompts"))
+    args = "".join(f", {k}={v!r}" for k, v in options.items())
+    code = (f"import steerlab as sl\nmodel = sl.load({source!r})\n"
+            f"result = sl.evaluate.compare(model, {s['dataset']!r}, methods={s['methods']!r},\n"
+            f"                             strengths={grids!r}{args})\n"
             "sl.report.write_report(result, 'DIR')\n")
     return (f"<p>Command:</p>{pre(cmd)}<p>Or from Python:</p>{pre(code)}<p>Settings and environment:</p>"
             + pre({k: v for k, v in s.items() if k != "scorers"}) + "<p>Timings (s):</p>" + pre(c.timings)
