@@ -65,7 +65,7 @@ def test_arithmetic_items_and_answer_parsing():
     assert first_integer("about 1,234 apples") == 1234
 
 
-def test_task_accuracy_counts_correct_answers(tiny_llama, monkeypatch):
+def test_task_accuracy_counts_correct_answers():
     items = [sl.evaluate.Item("q1", 3, "1 + 2"), sl.evaluate.Item("q2", 5, "2 + 3")]
     scorer = sl.evaluate.TaskAccuracy(items)
     assert scorer._accuracy(["1 + 2 = 3", "it is 4"]) == 0.5
