@@ -60,9 +60,9 @@ def register(app: typer.Typer) -> None:
     ):
         """Compare steering methods: strength sweeps, behaviour vs utility, the frontier, and a report.
 
-        Fits every method on a train split of the pairs, sweeps its strength on held-out prompts, scores
-        behaviour and utility (perplexity, KL, fluency, arithmetic accuracy), finds each method's
-        Pareto frontier and writes an HTML report with the figures, samples and exact recipes.
+        Fits each method on a train split, sweeps its strength on held-out prompts, scores behaviour and utility.
+
+        Writes results.csv, frontier.csv, figures/ and report.html (figures, samples, recipes, hashes).
 
         Example:  steerlab compare --dataset sentiment --methods add,pca,ablate,angular,selective,cast --out cmp/
         """
