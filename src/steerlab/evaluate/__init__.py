@@ -1,0 +1,26 @@
+"""Evaluate steering: behaviour scorers, utility metrics, strength sweeps and the trade-off frontier.
+
+    table = sl.evaluate.sweep(model, "pca", train_pairs, strengths=[0, 4, 8], prompts=prompts,
+                              scorers=[sl.evaluate.Sentiment(), sl.evaluate.Perplexity()])
+    best = sl.evaluate.frontier(table, behaviour="sentiment", utility="perplexity")
+    result = sl.evaluate.compare(model, "sentiment")           # every method, as `steerlab compare`
+"""
+
+from .behaviour import (REFUSAL_SUBSTRINGS, Length, ProbeScore, RefusalScore, RefusalSubstring, Sentiment,
+                        is_refusal, vader_compound)
+from .compare import DEFAULT_METHODS, UTILITIES, Comparison, compare
+from .forward import continuation_logprobs
+from .frontier import frontier, pareto_mask
+from .scorer import Generations, Scorer
+from .sweep import default_scorers, generate_grid, sweep
+from .task import Item, TaskAccuracy, answer_of, arithmetic_items, first_integer
+from .tasks import Task, task_for
+from .utility import KL, Fluency, Perplexity, distinct_n, ngrams, repetition_rate
+
+__all__ = [
+    "DEFAULT_METHODS", "KL", "REFUSAL_SUBSTRINGS", "UTILITIES", "Comparison", "Fluency", "Generations", "Item",
+    "Length", "Perplexity", "ProbeScore", "RefusalScore", "RefusalSubstring", "Scorer", "Sentiment", "Task",
+    "TaskAccuracy", "answer_of", "arithmetic_items", "compare", "continuation_logprobs", "default_scorers",
+    "distinct_n", "first_integer", "frontier", "generate_grid", "is_refusal", "ngrams", "pareto_mask",
+    "repetition_rate", "sweep", "task_for", "vader_compound",
+]

@@ -1,0 +1,138 @@
+"""Everything the methods fit from one training set, computed once and shared.
+
+``FitContext`` captures the training pairs at every site the methods read (block input and
+output, the two norm outputs) in one pass, and caches what several methods use: the layer sweep,
+the mean-difference and PCA directions, the §3.3 selection, the Selective/Angular plane and the
+CAST condition. Nothing here sees evaluation prompts.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import torch
+
+from ..data.contrastive import ContrastiveSet
+from ..directions import PairActivations, mean_diff, pca, recommend_layers, sweep
+from ..directions.estimators import split_indices
+from ..errors import SteerlabError
+from .plane import NORM_SITES, discriminative_layers, steering_plane
+
+#: Sites captured in the one pass over the training pairs.
+FIT_SITES = ("resid_post", "resid_pre", *NORM_SITES)
+
+
+def capture_sites(model, pairs: ContrastiveSet, sites=FIT_SITES, positions: str = "last", chat: bool = False,
+                  batch_size: int = 32, progress: bool | None = None) -> dict[str, PairActivations]:
+    """``{site: PairActivations}`` over every layer, from one forward pass over both sides of ``pairs``."""
+    texts = list(pairs.positive) + list(pairs.negative)
+    acts = model.capture(texts, sites=list(sites), positions=positions, chat=chat, batch_size=batch_size,
+                         progress=progress)
+    layers = list(range(model.n_layers))
+    out, n = {}, len(pairs)
+    for site in sites:
+        stacked = torch.stack([acts[f"layers.{layer}.{site}"] for layer in layers], 1)
+        out[site] = PairActivations(stacked[:n], stacked[n:], layers, site, positions, chat, dict(model.fingerprint),
+                                    pairs.describe(), model.n_layers)
+    return out
+
+
+def subset(acts: PairActivations, rows: list[int]) -> PairActivations:
+    """The same activations restricted to some pairs."""
+    return PairActivations(acts.positive[rows], acts.negative[rows], acts.layers, acts.site, acts.positions,
+                           acts.chat, acts.model, acts.dataset, acts.n_layers, dict(acts.meta))
+
+
+class FitContext:
+    """The model and the training pairs, with lazily computed, shared fits.
+
+    ``chat``: whether pair texts are chat-templated before capture (requests, as in refusal data).
+    ``val``: the share of training pairs held back to *choose* among candidates (§3.3 selection).
+    ``score``: a ``LogitScore`` for that selection (None: methods that need one refuse).
+    ``condition``: pairs for the CAST condition (``condition_fire`` says which side fires).
+    ``selection_stride``: evaluate every k-th candidate layer in the §3.3 selection (1: all).
+    """
+
+    def __init__(self, model, pairs: ContrastiveSet, chat: bool = False, val: float = 0.2, seed: int = 0,
+                 score=None, condition: ContrastiveSet | None = None, condition_fire: str = "positive",
+                 batch_size: int = 32, progress: bool | None = None, selection_stride: int = 1):
+        self.model = model
+        self.pairs = pairs
+        self.chat = chat
+        self.val = val
+        self.seed = seed
+        self.score = score
+        self.condition = condition
+        self.condition_fire = condition_fire
+        self.batch_size = batch_size
+        self.progress = progress
+        self.selection_stride = max(1, int(selection_stride))
+
+    @cached_property
+    def captured(self) -> dict[str, PairActivations]:
+        return capture_sites(self.model, self.pairs, FIT_SITES, "last", self.chat, self.batch_size, self.progress)
+
+    def acts(self, site: str) -> PairActivations:
+        """The training pairs' activations at ``site`` over every layer."""
+        if site not in FIT_SITES:
+            raise SteerlabError(f"site={site!r} is not captured for fitting; use one of {', '.join(FIT_SITES)}")
+        return self.captured[site]
+
+    @cached_property
+    def sweep(self):
+        """The per-layer sweep of the training pairs at ``resid_post``."""
+        return sweep(self.model, None, acts=self.acts("resid_post"), seed=self.seed)
+
+    def layers(self, k: int | None) -> list[int]:
+        """``k`` consecutive layers recommended by the sweep."""
+        return recommend_layers(self.sweep, k=k)
+
+    @cached_property
+    def mean_diff(self):
+        return mean_diff(self.model, None, acts=self.acts("resid_post"))
+
+    @cached_property
+    def pca(self):
+        return pca(self.model, None, acts=self.acts("resid_post"), method="pca_diff")
+
+    @cached_property
+    def pca_center_pre(self):
+        """Unit ``pca_center`` vectors at each layer's *input* (``resid_pre``), for CAST."""
+        return pca(self.model, None, acts=self.acts("resid_pre"), site="resid_pre", method="pca_center")
+
+    @cached_property
+    def split(self) -> tuple[list[int], list[int]]:
+        """(fit rows, validation rows) of the training pairs, for selections among candidates."""
+        return split_indices(len(self.pairs), self.val, self.seed)
+
+    @cached_property
+    def selection(self):
+        """The §3.3 choice among ``resid_pre`` mean differences (candidates fit on the fit rows only)."""
+        from .refusal import select_direction
+
+        if self.score is None:
+            raise SteerlabError("this data set has no logit score for the §3.3 selection; give one "
+                                "(sl.recipes.refusal_logit_score or sentiment_logit_score)")
+        fit_rows, val_rows = self.split
+        layers = list(range(0, self.model.n_layers, self.selection_stride))
+        candidates = mean_diff(self.model, None, acts=subset(self.acts("resid_pre"), fit_rows).select(layers),
+                               site="resid_pre")
+        val = self.pairs.subset(val_rows)
+        return select_direction(self.model, candidates, val.positive, val.negative, self.score,
+                                batch_size=self.batch_size)
+
+    @cached_property
+    def plane(self):
+        return steering_plane({site: self.acts(site) for site in NORM_SITES})
+
+    @cached_property
+    def discriminative(self):
+        return discriminative_layers({site: self.acts(site) for site in NORM_SITES}, self.plane.b1)
+
+    @cached_property
+    def condition_fit(self):
+        from .cast import find_condition
+
+        if self.condition is None:
+            raise SteerlabError("CAST needs condition pairs (prompts that should and should not trigger steering)")
+        return find_condition(self.model, self.condition, fire=self.condition_fire, batch_size=self.batch_size)
