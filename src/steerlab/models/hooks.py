@@ -115,6 +115,9 @@ class HookSession:
 
         def site_stage(site: Site):
             ops = self.ops[site]
+            if len(ops) == 1:
+                (op,) = ops
+                return lambda x: op(x, self.ctx)
             return lambda x: _run(ops, x, self.ctx)
 
         for site in sorted(self.ops, key=lambda s: s.depth(b.n_layers)):
@@ -213,10 +216,13 @@ def _raise_stop(x):
 
 
 def _register(module: nn.Module, side: str, stages: list[Callable]):
-    def run(x):
-        for stage in stages:
-            x = stage(x)
-        return x
+    if len(stages) == 1:
+        (run,) = stages
+    else:
+        def run(x):
+            for stage in stages:
+                x = stage(x)
+            return x
 
     if side == "in":
         def pre_hook(mod, args, kwargs):
