@@ -10,7 +10,8 @@ are stacked once per call, so a decoding step runs one tensor op per group, neve
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import functools
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -283,6 +284,13 @@ class Op:
             rows = self.extra_rows(ctx)[:, None]
             mask = rows if mask is None else mask & rows
         return mask
+
+    def direct(self, shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """For a context-free op on a flat site (trailing ``shape`` of one dimension): ``x -> new x``
+        calling the math straight away, so a hook needs no context and no dispatch. None otherwise."""
+        if not self.context_free or (self.cls.flat and len(shape) != 1):
+            return None
+        return functools.partial(self.cls.apply, p=self.params, mask=None, **self.static)
 
     def __call__(self, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         if self.context_free:

@@ -125,7 +125,9 @@ class HookSession:
             ops = self.ops[site]
             if len(ops) == 1:
                 (op,) = ops
-                return lambda x: op(x, self.ctx)
+                direct = getattr(op, "direct", None)
+                fn = direct(shape_of(b, site)) if direct is not None else None
+                return fn if fn is not None else (lambda x: op(x, self.ctx))
             return lambda x: _run(ops, x, self.ctx)
 
         for site in sorted(self.ops, key=lambda s: s.depth(b.n_layers)):
