@@ -1,5 +1,5 @@
 """Target 6: the generation and capture ratios on a GPU, bf16, on a randomly initialised
-Llama-shaped model of about 1.1B parameters built from a config (no download), batch 1, 8 and 64.
+Llama-shaped model of about 1.2B parameters built from a config (no download), batch 1, 8 and 64.
 
 The embedded model's tokenizer supplies the vocabulary (49,152 tokens); weights are random, so
 texts are gibberish, but every run decodes exactly the requested number of tokens
@@ -15,7 +15,7 @@ SHAPE = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num
 
 
 def random_llama(sl, dtype=torch.bfloat16, device="cuda"):
-    """A ``steerlab.Model`` around a random ~1.1B Llama on ``device`` (the embedded model's tokenizer)."""
+    """A ``steerlab.Model`` around a random ~1.2B Llama on ``device`` (the embedded model's tokenizer)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = sl.load("smollm2", device="cpu").tokenizer

@@ -151,8 +151,11 @@ def run(full: bool = False, runs: int = 5, threads: int = 2, tokens: int = 64, l
         if peers:
             best = max(peers, key=lambda n: peers[n]["ratio"])
             holds = ours["ratio"] >= peers[best]["ratio"]
+            cpu = ""
+            if ours.get("cpu_ratio") and peers[best].get("cpu_ratio"):
+                cpu = f" (CPU time: {ours['cpu_ratio']:.3f}x vs {peers[best]['cpu_ratio']:.3f}x)"
             verdicts.append(f"{task}: steerlab {ours['ratio']:.3f}x vs fastest peer {best} {peers[best]['ratio']:.3f}x"
-                            f" -> {'at least as fast' if holds else 'SLOWER'}")
+                            f"{cpu} -> {'at least as fast' if holds else 'SLOWER'}")
         if unable:
             verdicts.append(f"{task}: cannot: {'; '.join(unable)}")
     for name, row in outputs.items():

@@ -127,8 +127,11 @@ def table(record: dict, comparisons: list[Comparison]) -> str:
             cells = []
             for lib in p["libraries"]:
                 r = p["results"].get(lib, {}).get(task)
-                cells.append(r if isinstance(r, str) else (f"{r['ratio']:.3f}x ({r['ratio_min']:.2f}–{r['ratio_max']:.2f})"
-                                                          if r else "—"))
+                if isinstance(r, dict):
+                    cpu = f"; CPU {r['cpu_ratio']:.2f}x" if r.get("cpu_ratio") else ""
+                    cells.append(f"{r['ratio']:.3f}x ({r['ratio_min']:.2f}–{r['ratio_max']:.2f}{cpu})")
+                else:
+                    cells.append(r or "—")
             lines.append(f"| {task} | " + " | ".join(cells) + " |")
         for line in p.get("verdicts", []):
             lines.append(f"- {line}")
