@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.steerlab-installed
 
-.PHONY: setup demo test bench bench-full clean
+.PHONY: setup demo test bench bench-full bench-peers clean
 
 setup: $(STAMP)
 
@@ -23,11 +23,16 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
-bench: setup
+# Speed benchmarks (benchmarks/README.md): quick by default, --full for everything. The peer
+# libraries live in their own venvs under benchmarks/.venvs (made once by bench-peers).
+bench: setup bench-peers
 	$(PY) benchmarks/run.py
 
-bench-full: setup
+bench-full: setup bench-peers
 	$(PY) benchmarks/run.py --full
+
+bench-peers:
+	PYTHON=$(PYTHON) bash benchmarks/peers/setup.sh
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -300,3 +300,36 @@ def test_conditional_cast_metric_matches_its_formula():
     target = torch.tanh((h @ c)[:, None] * c)
     ref = (h * target).sum(-1) / (h.norm(dim=-1) * target.norm(dim=-1))
     assert torch.allclose(score, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("second_positions", ["all", "last"])
+def test_a_batch_op_touches_the_rows_and_positions_a_hand_reference_does(second_positions):
+    """Rows with the same kind share one op: whole-row masks (every position) and per-position masks."""
+    from steerlab.interventions.plan import build_plan
+    from steerlab.interventions.positions import StepContext
+
+    d, n = 6, 5
+    g = torch.Generator().manual_seed(3)
+    v, w = torch.randn(d, generator=g), torch.randn(d, generator=g)
+    a = sl.Steering([sl.Add(v, layers=[0])])
+    b = sl.Steering([sl.Add(w, layers=[0], positions=second_positions)])
+    plan = build_plan([a, None, b, a], 4, 2, lambda site: (d,), torch.zeros(1))
+    (op,) = plan[sl.Site("resid_post", 0)]
+    x = torch.randn(4, n, d, generator=g)
+    ctx = StepContext(4, n, 0, torch.zeros(4, dtype=torch.long), torch.full((4,), n))
+    expected = x.clone()
+    expected[0] += v
+    expected[3] += v
+    if second_positions == "all":
+        expected[2] += w
+    else:
+        expected[2, n - 1] += w
+    assert torch.allclose(op(x, ctx), expected)
+    # a decoding step (one new token, 5 already cached): every row's token is touched
+    step = StepContext(4, 1, n, torch.zeros(4, dtype=torch.long), torch.full((4,), n), state=ctx.state)
+    x1 = torch.randn(4, 1, d, generator=g)
+    expected1 = x1.clone()
+    expected1[0] += v
+    expected1[2] += w
+    expected1[3] += v
+    assert torch.allclose(op(x1, step), expected1)

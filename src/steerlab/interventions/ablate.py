@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..sites import Site
-from .base import Intervention, Params, at_layer, check_width, numel, orthonormal_rows, per_layer
+from .base import Intervention, Params, at_layer, check_width, dot, numel, orthonormal_rows, per_layer
 
 
 class Ablate(Intervention):
@@ -38,7 +38,12 @@ class Ablate(Intervention):
     @classmethod
     def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, rank: int = 1) -> torch.Tensor:
         basis = p["basis"][:, 0]  # [B|1, k, D]
-        removed = (x @ basis.transpose(-1, -2)) @ basis
+        if rank == 1:  # one direction: a row-wise dot product and one fused multiply-subtract
+            coef = dot(x, basis)  # [B, T, 1]
+        else:
+            coef = x @ basis.transpose(-1, -2)  # [B, T, k]
         if mask is not None:
-            removed = removed * mask[..., None].to(x.dtype)
-        return x - removed
+            coef = coef * mask[..., None].to(x.dtype)
+        if rank == 1:
+            return torch.addcmul(x, coef, basis, value=-1)
+        return x - coef @ basis

@@ -10,7 +10,8 @@ are stacked once per call, so a decoding step runs one tensor op per group, neve
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import functools
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -153,7 +154,8 @@ class Intervention:
     @classmethod
     def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, **static) -> torch.Tensor:
         """Batched math: ``x`` is ``[B, T, D]`` (or structured for ``flat=False``), parameters are
-        stacked ``[B or 1, 1, ...]``, ``mask`` is ``[B, T]`` or None (every position)."""
+        stacked ``[B or 1, 1, ...]``, ``mask`` is ``[B, T]`` (or ``[B, 1]``: whole rows) or None
+        (every position)."""
         raise NotImplementedError
 
     # --- serialisation -----------------------------------------------------------------------
@@ -250,26 +252,49 @@ def dot(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 class Op:
     """One group's compiled op at one site: stacked per-row parameters and position specs.
 
-    Built once per call; ``__call__`` runs every decoding step.
+    Built once per call; ``__call__`` runs every decoding step. Whatever does not change between
+    steps is worked out here, once: an op touching every position of every row runs the math with
+    no mask and never reads the context; an op touching every position of *some* rows keeps one
+    constant ``[B, 1]`` row mask instead of building a ``[B, T]`` mask each step.
     """
 
     def __init__(self, cls: type[Intervention], static: dict, params: Params, specs: list[PositionSpec | None],
-                 extra_rows=None):
+                 extra_rows=None, device: torch.device | None = None):
         self.cls = cls
         self.static = static
         self.params = params
         self.specs = specs
         self.shared_spec = specs[0] if len(set(specs)) == 1 else None
         self.extra_rows = extra_rows  # callable(ctx) -> [B] bool, or None
+        self.rows: torch.Tensor | None = None  # [B, 1] bool: rows touched at every position
+        if self.shared_spec is None and set(specs) == {"all", None}:
+            self.rows = torch.tensor([s is not None for s in specs], device=device)[:, None]
+        #: no mask and no context needed: the same math at every step
+        self.context_free = self.shared_spec == "all" and extra_rows is None and not cls.needs_context
 
     def mask(self, ctx: StepContext) -> torch.Tensor | None:
-        mask = ctx.mask(self.shared_spec) if self.shared_spec is not None else ctx.row_mask(self.specs)
+        """``[B, T]`` or ``[B, 1]`` bool mask of what this op touches in this forward pass (None: everything)."""
+        if self.rows is not None:
+            mask = self.rows
+        elif self.shared_spec is not None:
+            mask = ctx.mask(self.shared_spec)
+        else:
+            mask = ctx.row_mask(self.specs)
         if self.extra_rows is not None:
             rows = self.extra_rows(ctx)[:, None]
-            mask = rows.expand(ctx.batch, ctx.width) if mask is None else mask & rows
+            mask = rows if mask is None else mask & rows
         return mask
 
+    def direct(self, shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """For a context-free op on a flat site (trailing ``shape`` of one dimension): ``x -> new x``
+        calling the math straight away, so a hook needs no context and no dispatch. None otherwise."""
+        if not self.context_free or (self.cls.flat and len(shape) != 1):
+            return None
+        return functools.partial(self.cls.apply, p=self.params, mask=None, **self.static)
+
     def __call__(self, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        if self.context_free:
+            return run(self.cls, x, self.params, None, self.static)
         if x.shape[1] != ctx.width:
             ctx = ctx.tail(x.shape[1])
         return run(self.cls, x, self.params, self.mask(ctx), self.static, ctx)
@@ -296,7 +321,7 @@ def compile_rows(
     if all(it is first for it in items):
         params = {k: cast(v)[None, None] for k, v in first.params(site, shape).items()}
         specs: list = [first.positions] * len(items)
-        return Op(cls, first.static(), params, specs, extra_rows)
+        return Op(cls, first.static(), params, specs, extra_rows, like.device)
     cache: dict[int, Params] = {}
     rows: list[Params] = []
     for it in items:
@@ -306,4 +331,4 @@ def compile_rows(
         rows.append(cache[id(src)])
     params = {k: cast(torch.stack([r[k] for r in rows]))[:, None] for k in rows[0]}
     specs = [it.positions if it is not None else None for it in items]
-    return Op(cls, first.static(), params, specs, extra_rows)
+    return Op(cls, first.static(), params, specs, extra_rows, like.device)

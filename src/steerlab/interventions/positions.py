@@ -75,9 +75,12 @@ class StepContext:
     @property
     def index(self) -> torch.Tensor:
         """Padded index of each column of this forward pass, ``[T]``."""
-        if "index" not in self.memo:
-            self.memo["index"] = torch.arange(self.offset, self.offset + self.width, device=self.device)
-        return self.memo["index"]
+        end = self.offset + self.width
+        arange = self.state.get("arange")
+        if arange is None or arange.numel() < end:  # one arange per call, grown rarely, sliced per step
+            arange = torch.arange(max(2 * end, 256), device=self.device)
+            self.state["arange"] = arange
+        return arange[self.offset : end]
 
     @property
     def is_prefill(self) -> bool:
@@ -131,11 +134,20 @@ class StepContext:
         for spec in distinct:
             if spec is None:
                 continue
-            rows = torch.tensor([s == spec for s in specs], device=self.device)[:, None]
+            rows = self._rows_with(tuple(specs), spec)
             m = self.mask(spec)
             out |= rows & (True if m is None else m)
         self.memo[key] = out
         return out
+
+    def _rows_with(self, specs: tuple, spec: PositionSpec) -> torch.Tensor:
+        """``[B, 1]``: rows whose spec is ``spec`` (the same for the whole call, so kept in ``state``)."""
+        key = ("rows_with", specs, spec)
+        rows = self.state.get(key)
+        if rows is None:
+            rows = torch.tensor([s == spec for s in specs], device=self.device)[:, None]
+            self.state[key] = rows
+        return rows
 
     def tail(self, n: int) -> "StepContext":
         """The context of the last ``n`` columns (for outputs computed on the last tokens only)."""

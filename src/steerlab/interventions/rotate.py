@@ -85,15 +85,21 @@ class Rotate(Intervention):
             if adaptive:
                 delta = delta * (a > p["threshold"]).to(x.dtype)
         else:
-            perp = x - a * b1
+            perp = torch.addcmul(x, a, b1, value=-1)  # x - a b1
             n = perp.norm(dim=-1, keepdim=True)
-            e = perp / n.clamp_min(1e-12)
             if mode == "absolute":
                 r = x.norm(dim=-1, keepdim=True)
-                new_a, new_n = r * cos, r * sin
-            else:  # turn towards b1: rotate (a, n) by -angle in the (b1, e) plane
-                new_a, new_n = a * cos + n * sin, n * cos - a * sin
-            delta = (new_a - a) * b1 + (new_n - n) * e
+                da, dn = r * cos - a, r * sin - n
+            else:  # turn towards b1: rotate (a, n) by -angle in the (b1, e) plane; differences from (a, n)
+                less = cos - 1
+                da = torch.addcmul(a * less, n, sin)
+                dn = torch.addcmul(n * less, a, sin, value=-1)
+            if mask is not None:
+                m = mask[..., None].to(x.dtype)
+                da, dn = da * m, dn * m
+            # x + da b1 + dn e, with e = perp / |perp| folded into a per-token scale
+            out = torch.addcmul(x, da, b1)
+            return out.addcmul_(dn / n.clamp_min(1e-12), perp)
         if mask is not None:
             delta = delta * mask[..., None].to(x.dtype)
         return x + delta

@@ -22,9 +22,11 @@ from .tokens import Batch, check_texts, encode, pad, pad_id
 def _reader(name: str, store: dict, batch: Batch, positions: str):
     """An op that records the site's value (after any steering at that site) and leaves it unchanged."""
 
+    rows, last = torch.arange(len(batch.end), device=batch.end.device), batch.end - 1
+
     def read(x: torch.Tensor, ctx) -> torch.Tensor:
         if positions == "last":
-            value = x[torch.arange(x.shape[0], device=x.device), batch.end - 1]
+            value = x[rows, last]
         elif positions == "mean":
             mask = batch.attention_mask.to(x.dtype).view(*batch.attention_mask.shape, *([1] * (x.dim() - 2)))
             value = (x * mask).sum(1) / batch.lengths.to(x.dtype).view(-1, *([1] * (x.dim() - 2)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
@@ -47,10 +48,25 @@ def _trim(row: list[int], eos: set[int]) -> list[int]:
     return row
 
 
+def _compiling(enabled: bool):
+    """For ``compile=True``: one compiled graph serves every decoder layer (their index is an
+    input, not a constant), so a 30-layer model compiles once instead of 30 times."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch._dynamo.config.patch(allow_unspec_int_on_nn_module=True, recompile_limit=64)
+
+
 def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample: bool = False, chat=None,
              seed: int | None = None, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
-             use_cache: bool = True, system: str | None = None, **generate_kwargs) -> GenerationResult:
-    """See ``Model.generate``."""
+             use_cache: bool = True, system: str | None = None, compile: bool = False,
+             **generate_kwargs) -> GenerationResult:
+    """See ``Model.generate``.
+
+    ``compile=True`` decodes with a static KV cache and a ``torch.compile``d forward pass
+    (transformers' own compiled decoding, enabled on every device). The steering hooks stay eager
+    (a graph break at each hooked module), so the compiled graph is built once per model and batch
+    shape and reused by every later call whatever the recipe. The first call pays the compilation.
+    """
     prompts = check_texts(prompts, "prompts")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise SteerlabError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
@@ -73,12 +89,18 @@ def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample:
         settings.update(temperature=temperature, top_p=top_p, top_k=top_k)
     else:
         settings.update(temperature=None, top_p=None, top_k=None, min_p=None, typical_p=None)
+    if compile:
+        from transformers import CompileConfig
+
+        compile_config = CompileConfig(fullgraph=False, dynamic=False, mode="default")
+        compile_config._compile_all_devices = True  # transformers compiles on GPUs only unless told
+        settings.update(cache_implementation="static", compile_config=compile_config)
     config.update(**settings)
     rng_devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
         if seed is not None:
             torch.manual_seed(seed)
-        with torch.inference_mode(), HookSession(bound, ops, layout):
+        with torch.inference_mode(), HookSession(bound, ops, layout, outside_compile=compile), _compiling(compile):
             out = model.hf_model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                           generation_config=config, **generate_kwargs)
     new = out[:, batch.input_ids.shape[1]:].tolist()

@@ -67,7 +67,8 @@ class HookSession:
     raise ``StopForward`` once that site has run.
     """
 
-    def __init__(self, bound: Bound, ops: dict[Site, list[SiteOp]], layout: Layout, stop_after: Site | None = None):
+    def __init__(self, bound: Bound, ops: dict[Site, list[SiteOp]], layout: Layout, stop_after: Site | None = None,
+                 outside_compile: bool = False):
         self.bound = bound
         self.ops = {site: list(v) for site, v in ops.items() if v}
         self.layout = layout
@@ -75,6 +76,9 @@ class HookSession:
         self.state: dict = {"generating": layout.generating}
         self.ctx: StepContext | None = None
         self.handles: list = []
+        #: run the hooks eagerly inside a ``torch.compile``d model (a graph break at each hooked
+        #: module), so a compiled forward is reused across calls whatever the recipe
+        self.outside_compile = outside_compile
 
     # --- context ------------------------------------------------------------------------------
     def _begin_forward(self, module, args, kwargs):
@@ -82,7 +86,11 @@ class HookSession:
         if ids is None:
             ids = args[0] if args else kwargs.get("inputs_embeds")
         past = kwargs.get("past_key_values")
-        offset = int(past.get_seq_length()) if past is not None else 0
+        position = kwargs.get("cache_position")
+        if position is not None and position.numel():
+            offset = int(position[0])  # what transformers passes during generation; exact for static caches too
+        else:
+            offset = int(past.get_seq_length()) if past is not None else 0
         batch, width = ids.shape[:2]
         self.ctx = StepContext(batch, width, offset, self.layout.start, self.layout.prompt_end, self.state)
 
@@ -115,6 +123,11 @@ class HookSession:
 
         def site_stage(site: Site):
             ops = self.ops[site]
+            if len(ops) == 1:
+                (op,) = ops
+                direct = getattr(op, "direct", None)
+                fn = direct(shape_of(b, site)) if direct is not None else None
+                return fn if fn is not None else (lambda x: op(x, self.ctx))
             return lambda x: _run(ops, x, self.ctx)
 
         for site in sorted(self.ops, key=lambda s: s.depth(b.n_layers)):
@@ -155,9 +168,10 @@ class HookSession:
         if stop_point is not None:
             points[stop_point].append(_raise_stop)
 
-        self.handles.append(b.model.register_forward_pre_hook(self._begin_forward, with_kwargs=True))
+        begin = torch._dynamo.disable(self._begin_forward) if self.outside_compile else self._begin_forward
+        self.handles.append(b.model.register_forward_pre_hook(begin, with_kwargs=True))
         for (module, side), stages in points.items():
-            self.handles.append(_register(module, side, stages))
+            self.handles.append(_register(module, side, stages, self.outside_compile))
 
     def _heads_stage(self, site: Site):
         ops = self.ops[site]
@@ -212,11 +226,16 @@ def _raise_stop(x):
     raise StopForward
 
 
-def _register(module: nn.Module, side: str, stages: list[Callable]):
-    def run(x):
-        for stage in stages:
-            x = stage(x)
-        return x
+def _register(module: nn.Module, side: str, stages: list[Callable], outside_compile: bool = False):
+    if len(stages) == 1:
+        (run,) = stages
+    else:
+        def run(x):
+            for stage in stages:
+                x = stage(x)
+            return x
+    if outside_compile:
+        run = torch._dynamo.disable(run)
 
     if side == "in":
         def pre_hook(mod, args, kwargs):

@@ -81,7 +81,8 @@ class Model:
         """Generate for ``prompts`` in one batch, with ``steering`` (one recipe, or a list with one
         recipe or None per prompt). ``chat=None`` applies the chat template when the tokenizer has
         one. Returns a ``GenerationResult`` (``.texts`` and ``.tokens``, generated part only).
-        Extra keyword arguments: ``temperature``, ``top_p``, ``top_k``, ``use_cache``, ``system``.
+        Extra keyword arguments: ``temperature``, ``top_p``, ``top_k``, ``use_cache``, ``system``, and
+        ``compile=True`` (static KV cache and a compiled forward pass; the first call compiles).
         """
         return _generate.generate(self, prompts, steering, max_new_tokens, do_sample, chat, seed, **kwargs)
 

@@ -1,0 +1,145 @@
+"""What every peer script shares: the job file, the model, plain baselines, timing and the report.
+
+A peer script runs inside that peer's own venv (no steerlab there): ``python <peer>_bench.py
+job.json``. The job names the model folder, prompts, texts, steering vectors (a safetensors file),
+the tasks and where to write the result. Each task is timed against the same library stack's
+plain transformers baseline, alternating (``benchmarks/timing.py``); outputs (generated tokens,
+captured activations) are saved so the parent can compare libraries with each other.
+
+Tasks (a peer implements those it can; the rest are reported with the reason):
+- ``gen_add_b1`` / ``gen_add_b8``: ``+ alpha * v[layer]`` at every decoder layer's output, every
+  token, greedy generation of ``tokens`` new tokens, batch 1 / 8.
+- ``gen_rows_b8``: batch 8 where row ``b`` adds its own vector ``v[b, layer]`` (8 recipes in one batch).
+- ``capture_all`` / ``capture_half``: every layer's (first half's) output at the last token of each
+  text, batch 16, against a plain forward with ``output_hidden_states=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+
+from timing import compare  # noqa: E402
+
+GEN_TASKS = ("gen_add_b1", "gen_add_b8", "gen_rows_b8")
+CAPTURE_TASKS = ("capture_all", "capture_half")
+
+
+class Job:
+    """The parsed job file plus the loaded model, tokenizer and vectors."""
+
+    def __init__(self, path: str):
+        self.spec = json.loads(Path(path).read_text())
+        torch.set_num_threads(int(self.spec["threads"]))
+        self.out = Path(self.spec["out"])
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.vectors = load_file(self.spec["vectors"])["v"]  # [8, n_layers, d]
+        self.alpha = float(self.spec["alpha"])
+        self.tokens = int(self.spec["tokens"])
+        self.runs = int(self.spec["runs"])
+        self.results: dict = {}
+        self.saved: dict[str, torch.Tensor] = {}
+
+    def load_hf(self, **kwargs):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(self.spec["model_dir"])
+        model = AutoModelForCausalLM.from_pretrained(self.spec["model_dir"], torch_dtype=torch.float32, **kwargs)
+        return model.eval(), tok
+
+    def prompts(self, batch: int) -> list[str]:
+        return self.spec["prompts"][:batch]
+
+    def chat(self, tok, prompts: list[str]):
+        """Left-padded chat-templated ids, the same way for every library."""
+        texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+                 for p in prompts]
+        tok.padding_side = "left"
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        return encode(tok, texts, add_special_tokens=False)
+
+    def gen_kwargs(self, tok) -> dict:
+        return dict(max_new_tokens=self.tokens, min_new_tokens=self.tokens, do_sample=False,
+                    pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
+
+    def plain_generate(self, model, tok, batch: int):
+        enc = self.chat(tok, self.prompts(batch))
+
+        def run():
+            with torch.inference_mode():
+                return model.generate(**enc, **self.gen_kwargs(tok))
+
+        return run
+
+    def plain_capture(self, model, tok, layers: list[int]):
+        """Plain ``output_hidden_states`` capture of ``layers`` at the last token, batch 16, bare decoder."""
+        texts = self.spec["texts"]
+        base = model.model
+
+        def run():
+            tok.padding_side = "right"
+            parts = []
+            for begin in range(0, len(texts), 16):
+                enc = encode(tok, texts[begin : begin + 16])
+                with torch.inference_mode():
+                    out = base(**enc, output_hidden_states=True, use_cache=False)
+                last = enc.attention_mask.sum(1) - 1
+                rows = torch.arange(len(last))
+                parts.append(torch.stack([out.hidden_states[k + 1][rows, last] for k in layers], 1))
+            return torch.cat(parts)
+
+        return run
+
+    def time(self, task: str, baseline, candidate, work: float, note: str = "") -> None:
+        """Alternate ``baseline`` and ``candidate``; record the summary under ``task``."""
+        cmp = compare(task, baseline, candidate, runs=self.runs, warmup=1, work=work, note=note)
+        self.results[task] = cmp.summary()
+        print(f"  {task}: {cmp.ratio:.3f}x ({min(cmp.ratios):.2f}-{max(cmp.ratios):.2f})", flush=True)
+
+    def cannot(self, task: str, reason: str) -> None:
+        self.results[task] = reason
+        print(f"  {task}: {reason}", flush=True)
+
+    def keep(self, name: str, value: torch.Tensor) -> None:
+        """Save an output (tokens, activations) for the cross-library comparison."""
+        self.saved[name] = value.detach().to("cpu").contiguous()
+
+    def finish(self, library: str, version: str) -> None:
+        import transformers
+
+        if self.saved:
+            save_file(self.saved, str(self.out / "outputs.safetensors"))
+        (self.out / "result.json").write_text(json.dumps({
+            "library": library, "version": version, "torch": torch.__version__,
+            "transformers": transformers.__version__, "threads": torch.get_num_threads(),
+            "tasks": self.results, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }, indent=1))
+
+
+def encode(tok, texts: list[str], **kwargs):
+    """Padded ids and attention mask only (v4 fast tokenizers add ``token_type_ids``, which Llama refuses)."""
+    enc = tok(texts, return_tensors="pt", padding=True, **kwargs)
+    enc.pop("token_type_ids", None)
+    return enc
+
+
+def new_tokens(output: torch.Tensor, enc) -> torch.Tensor:
+    """The generated part of ``generate``'s output."""
+    return output[:, enc.input_ids.shape[1]:]
+
+
+def stacked(job: Job, rows: int | None = None) -> torch.Tensor:
+    """``alpha * v`` as ``[n_layers, d]`` (the same for all rows) or ``[rows, n_layers, d]``."""
+    if rows is None:
+        return job.alpha * job.vectors[0]
+    return job.alpha * job.vectors[:rows]
