@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+
+# Sleeping (not spinning) OpenMP threads: on a shared 2-core machine spinning threads slow every
+# matmul several-fold. Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from tiny import FAMILIES, byte_tokenizer, tiny_model
 

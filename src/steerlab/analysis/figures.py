@@ -19,7 +19,8 @@ def _figure(width: float, height: float):
 
 
 def _short(label: str, n: int = 10) -> str:
-    text = str(label).replace("\n", "\\n")
+    """A token as a short tick label; control characters (which fonts lack) shown escaped."""
+    text = "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in str(label))
     if not text.strip():
         text = "␣" * len(text)
     return text if len(text) <= n else text[: n - 1] + "…"
