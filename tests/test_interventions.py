@@ -191,6 +191,27 @@ def test_per_row_groups_equal_each_row_alone():
     assert torch.allclose(out[2], b(x[2:], mask=mask)[0])
 
 
+@pytest.mark.parametrize("make", [
+    lambda: sl.Add(rand(D), alpha=1.5),
+    lambda: sl.Ablate(rand(D)),
+    lambda: sl.Ablate(rand(2, D)),
+    lambda: sl.Rotate(rand(D), angle=25.0),
+    lambda: sl.Rotate(rand(D), angle=-40.0, plane=rand(D)),
+    lambda: sl.Rotate(rand(D), angle=60.0, plane=rand(D), mode="absolute"),
+    lambda: sl.Add(rand(D), alpha=2.0, norm_match=True),
+], ids=["add", "ablate", "ablate-k2", "rotate", "rotate-plane", "rotate-absolute", "add-norm-match"])
+def test_rows_without_the_intervention_stay_bit_identical(make):
+    """A mixed batch (two recipes and an untouched row, stacked into one op) equals each row alone,
+    whether the untouched row gets neutral parameters or a row mask."""
+    x = rand(3, 4, D)
+    a, b = make(), make()
+    ctx = StepContext(3, 4, 0, torch.zeros(3, dtype=torch.long), torch.full((3,), 4))
+    out = compile_rows([a, None, b], Site("resid_post", 0), (D,), x)(x, ctx)
+    assert torch.equal(out[1], x[1])
+    torch.testing.assert_close(out[0], a(x[:1])[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out[2], b(x[2:])[0], rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("bad", ["middle", [], 1.5, ["a"]])
 def test_bad_positions_are_refused(bad):
     with pytest.raises(sl.SteerlabError, match="positions"):

@@ -36,14 +36,25 @@ class Ablate(Intervention):
         return {"rank": 1 if sample.dim() == 1 else int(sample.shape[0])}
 
     @classmethod
+    def neutral(cls, p: Params, static) -> Params | None:
+        return {"basis": torch.zeros_like(p["basis"])}  # nothing to project out
+
+    @classmethod
+    def prepare(cls, p: Params, static) -> Params:
+        if static["rank"] == 1:  # the one direction as [B|1, 1, D], ready to broadcast
+            return {"basis": p["basis"], "vector": p["basis"][:, :, 0]}
+        return p
+
+    @classmethod
     def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, rank: int = 1) -> torch.Tensor:
-        basis = p["basis"][:, 0]  # [B|1, k, D]
         if rank == 1:  # one direction: a row-wise dot product and one fused multiply-subtract
-            coef = dot(x, basis)  # [B, T, 1]
-        else:
-            coef = x @ basis.transpose(-1, -2)  # [B, T, k]
+            vector = p["vector"]
+            coef = dot(x, vector)  # [B, T, 1]
+            if mask is not None:
+                coef = coef * mask[..., None].to(x.dtype)
+            return torch.addcmul(x, coef, vector, value=-1)
+        basis = p["basis"][:, 0]  # [B|1, k, D]
+        coef = x @ basis.transpose(-1, -2)  # [B, T, k]
         if mask is not None:
             coef = coef * mask[..., None].to(x.dtype)
-        if rank == 1:
-            return torch.addcmul(x, coef, basis, value=-1)
         return x - coef @ basis

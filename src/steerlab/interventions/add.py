@@ -38,6 +38,10 @@ class Add(Intervention):
         return {"norm_match": self.norm_match}
 
     @classmethod
+    def neutral(cls, p: Params, static) -> Params | None:
+        return None if static["norm_match"] else {"delta": torch.zeros_like(p["delta"])}
+
+    @classmethod
     def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, norm_match: bool = False) -> torch.Tensor:
         delta = p["delta"]
         if mask is not None:

@@ -152,6 +152,21 @@ class Intervention:
         return (type(self), tuple(sorted(self.static().items())))
 
     @classmethod
+    def neutral(cls, p: Params, static: dict[str, Any]) -> Params | None:
+        """Parameters shaped like ``p`` for which ``apply`` returns ``x`` exactly, or None if there are none.
+
+        A batch row without this intervention gets them, so a mixed batch runs the math on every
+        row with no row mask (a zero vector to add, a zero direction to ablate, a zero angle).
+        """
+        return None
+
+    @classmethod
+    def prepare(cls, p: Params, static: dict[str, Any]) -> Params:
+        """Stacked parameters reshaped or combined once per call into what ``apply`` reads fastest
+        (a decoding step pays for every tensor op, however small)."""
+        return p
+
+    @classmethod
     def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, **static) -> torch.Tensor:
         """Batched math: ``x`` is ``[B, T, D]`` (or structured for ``flat=False``), parameters are
         stacked ``[B or 1, 1, ...]``, ``mask`` is ``[B, T]`` (or ``[B, 1]``: whole rows) or None
@@ -205,6 +220,7 @@ class Intervention:
         shape = tuple(x.shape[2:])
         p = {k: v.to(device=x.device, dtype=x.dtype if v.is_floating_point() else v.dtype)[None, None]
              for k, v in self.params(site, shape).items()}
+        p = type(self).prepare(p, self.static())
         return run(type(self), x, p, mask, self.static(), _direct_context(x) if self.needs_context else None)
 
     def __repr__(self) -> str:
@@ -262,7 +278,7 @@ class Op:
                  extra_rows=None, device: torch.device | None = None):
         self.cls = cls
         self.static = static
-        self.params = params
+        self.params = cls.prepare(params, static)
         self.specs = specs
         self.shared_spec = specs[0] if len(set(specs)) == 1 else None
         self.extra_rows = extra_rows  # callable(ctx) -> [B] bool, or None
@@ -323,12 +339,18 @@ def compile_rows(
         specs: list = [first.positions] * len(items)
         return Op(cls, first.static(), params, specs, extra_rows, like.device)
     cache: dict[int, Params] = {}
-    rows: list[Params] = []
-    for it in items:
-        src = it if it is not None else first
-        if id(src) not in cache:
-            cache[id(src)] = src.params(site, shape)
-        rows.append(cache[id(src)])
+    for it in present:
+        if id(it) not in cache:
+            cache[id(it)] = it.params(site, shape)
+    neutral = cls.neutral(cache[id(first)], first.static())
+    # Rows without the intervention: neutral parameters at the present rows' positions (no row
+    # mask needed) when the class has them and those positions agree, else a row mask.
+    spec_of_absent = None
+    if neutral is not None and len({it.positions for it in present}) == 1:
+        spec_of_absent = first.positions
+    else:
+        neutral = cache[id(first)]
+    rows = [cache[id(it)] if it is not None else neutral for it in items]
     params = {k: cast(torch.stack([r[k] for r in rows]))[:, None] for k in rows[0]}
-    specs = [it.positions if it is not None else None for it in items]
+    specs = [it.positions if it is not None else spec_of_absent for it in items]
     return Op(cls, first.static(), params, specs, extra_rows, like.device)

@@ -69,6 +69,17 @@ class Rotate(Intervention):
         return {"mode": self.mode, "plane": self.plane is not None, "adaptive": self.adaptive}
 
     @classmethod
+    def neutral(cls, p: Params, static) -> Params | None:
+        """A zero relative angle (the absolute form has no identity angle)."""
+        if static["mode"] != "relative":
+            return None
+        return {**p, "cos": torch.ones_like(p["cos"]), "sin": torch.zeros_like(p["sin"])}
+
+    @classmethod
+    def prepare(cls, p: Params, static) -> Params:
+        return {**p, "cos_m1": p["cos"] - 1}  # cos θ − 1, so a zero angle adds exactly zero
+
+    @classmethod
     def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, mode: str = "relative",
               plane: bool = False, adaptive: bool = False) -> torch.Tensor:
         b1, cos, sin = p["b1"], p["cos"], p["sin"]
@@ -86,20 +97,20 @@ class Rotate(Intervention):
                 delta = delta * (a > p["threshold"]).to(x.dtype)
         else:
             perp = torch.addcmul(x, a, b1, value=-1)  # x - a b1
-            n = perp.norm(dim=-1, keepdim=True)
+            n = torch.linalg.vector_norm(perp, dim=-1, keepdim=True)
             if mode == "absolute":
-                r = x.norm(dim=-1, keepdim=True)
+                r = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
                 da, dn = r * cos - a, r * sin - n
             else:  # turn towards b1: rotate (a, n) by -angle in the (b1, e) plane; differences from (a, n)
-                less = cos - 1
-                da = torch.addcmul(a * less, n, sin)
-                dn = torch.addcmul(n * less, a, sin, value=-1)
+                cos_m1 = p["cos_m1"]
+                da = torch.addcmul(a * cos_m1, n, sin)
+                dn = torch.addcmul(n * cos_m1, a, sin, value=-1)
             if mask is not None:
                 m = mask[..., None].to(x.dtype)
                 da, dn = da * m, dn * m
             # x + da b1 + dn e, with e = perp / |perp| folded into a per-token scale
             out = torch.addcmul(x, da, b1)
-            return out.addcmul_(dn / n.clamp_min(1e-12), perp)
+            return out.addcmul_(dn.div_(n.clamp_min_(1e-12)), perp)
         if mask is not None:
             delta = delta * mask[..., None].to(x.dtype)
         return x + delta
