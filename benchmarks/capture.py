@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from timing import Comparison, compare
+from timing import Comparison, paired, rounds
 from workloads import capture_texts
 
 
@@ -46,15 +46,17 @@ def plain_hidden_states(model, texts: list[str], batch_size: int, head: bool = F
     return run
 
 
-def run(model, runs: int = 5, n_texts: int = 256, batch_size: int = 16, log=print) -> list[Comparison]:
-    """All layers vs plain (bare decoder and full LM), and the first half of the layers vs all layers."""
+def run(model, runs: int = 5, n_texts: int = 256, batch_size: int = 16, causal_lm: bool = True,
+        log=print) -> list[Comparison]:
+    """All layers vs plain (the bare decoder, and with ``causal_lm`` the full LM too), and the first
+    half of the layers vs all layers."""
     texts = capture_texts(n_texts)
     half = list(range(model.n_layers // 2))
 
-    def capture_all():
+    def capture_all(texts=texts):
         return model.capture(texts, sites="resid_post", positions="last", batch_size=batch_size, progress=False)
 
-    def capture_half():
+    def capture_half(texts=texts):
         return model.capture(texts, sites="resid_post", layers=half, positions="last", batch_size=batch_size,
                              progress=False)
 
@@ -63,14 +65,21 @@ def run(model, runs: int = 5, n_texts: int = 256, batch_size: int = 16, log=prin
     # the last layer's hidden_states entry is after the final norm in transformers; resid_post is before it
     same = torch.allclose(ours[:, :-1], ref[:, :-1], atol=1e-4 if model.dtype == torch.float32 else 5e-2)
     note = f"{n_texts} texts, batch {batch_size}, last token; layers 0..{model.n_layers - 2} equal to plain: {same}"
+    # one round runs all four, so the three ratios pair runs made close together
+    fns = {"decoder": plain_hidden_states(model, texts, batch_size), "all": capture_all, "half": capture_half}
+    pairs = [("capture/resid_post/all-layers vs plain decoder", "decoder", "all", 0.95),
+             ("capture/resid_post/first-half vs all-layers", "all", "half", 1.6)]
+    if causal_lm:
+        fns["causal_lm"] = plain_hidden_states(model, texts, batch_size, head=True)
+        pairs.insert(1, ("capture/resid_post/all-layers vs plain causal-LM", "causal_lm", "all", 0.95))
+    # warm-up on one batch; then each round runs all of them, so every ratio pairs runs made close together
+    warm = {"decoder": plain_hidden_states(model, texts[:batch_size], batch_size),
+            "causal_lm": plain_hidden_states(model, texts[:batch_size], batch_size, head=True),
+            "all": lambda: capture_all(texts[:batch_size]), "half": lambda: capture_half(texts[:batch_size])}
+    times = rounds(fns, runs, warmup=lambda name: warm[name]())
     out = []
-    for name, baseline, candidate, target in [
-        ("capture/resid_post/all-layers vs plain decoder", plain_hidden_states(model, texts, batch_size), capture_all, 0.95),
-        ("capture/resid_post/all-layers vs plain causal-LM",
-         plain_hidden_states(model, texts, batch_size, head=True), capture_all, 0.95),
-        ("capture/resid_post/first-half vs all-layers", capture_all, capture_half, 1.6),
-    ]:
-        cmp = compare(name, baseline, candidate, runs=runs, work=n_texts, unit="text", target=target, note=note)
+    for name, baseline, candidate, target in pairs:
+        cmp = paired(name, times, baseline, candidate, work=n_texts, unit="text", target=target, note=note)
         log(cmp)
         out.append(cmp)
     return out

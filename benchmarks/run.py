@@ -3,7 +3,7 @@
 Prints a table of throughput ratios (median of alternating runs, with their spread) and writes
 ``benchmarks/results/<name>.json`` with the machine, versions, every run's time and every ratio.
 
-    python benchmarks/run.py                 # quick: targets 1, 2, 3 (2,000 prompts) and 5
+    python benchmarks/run.py                 # quick: targets 1, 2, 3 (1,000 prompts) and 5 (12 tokens)
     python benchmarks/run.py --full          # + 20,000-prompt streaming, compile=True, more runs
     python benchmarks/run.py --only generation,capture --runs 7
     python benchmarks/run.py --gpu           # target 6: bf16, random ~1B Llama, batch 1/8/64 (needs CUDA)
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         import capture
 
         log(f"## capture (target 2): 256 prompts, batch 16, {runs} rounds")
-        comparisons += capture.run(model, runs=runs, log=log)
+        comparisons += capture.run(model, runs=runs, causal_lm=args.full, log=log)
         report.save(record, comparisons)
     if "compile" in sections:
         import generation
@@ -90,17 +90,20 @@ def main(argv=None) -> int:
     if "streaming" in sections:
         import streaming
 
-        n = 20000 if args.full else 2000
-        log(f"## streaming capture (target 3): {n} prompts to disk (quick mode: 2,000; --full: 20,000), "
-            f"peak memory vs 500 prompts, SIGKILL half way and resume")
+        n, small = (20000, 2000) if args.full else (1000, 250)
+        log(f"## streaming capture (target 3): {n} prompts to disk (quick: 1,000; --full: 20,000), "
+            f"peak memory vs {small} prompts, SIGKILL half way and resume")
         record["streaming"] = streaming.run(Path("/tmp") / f"steerlab-bench-stream-{os.getpid()}", n=n,
-                                            threads=args.threads, log=log)
+                                            small=small, threads=args.threads, log=log)
         report.save(record, comparisons)
     if "peers" in sections:
         import peers
 
-        log("## peers (target 5): each in its own venv, ratio to its own plain baseline")
-        record["peers"] = peers.run(full=args.full, runs=runs, threads=args.threads, tokens=args.tokens, log=log)
+        peer_tokens = args.tokens if args.full else min(args.tokens, 12)
+        peer_runs = runs if args.full or args.runs else 3
+        log(f"## peers (target 5): each in its own venv, ratio to its own plain baseline; {peer_tokens} new tokens"
+            + f", {peer_runs} rounds" + ("" if args.full else " (quick; --full: 64 tokens, 7 rounds)"))
+        record["peers"] = peers.run(full=args.full, runs=peer_runs, threads=args.threads, tokens=peer_tokens, log=log)
         report.save(record, comparisons)
     if "gpu" in sections:
         import gpu

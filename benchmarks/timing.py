@@ -113,27 +113,41 @@ def fmt_ratio(c: Comparison) -> str:
     return f"{c.ratio:.2f}× ({min(c.ratios):.2f}–{max(c.ratios):.2f})"
 
 
+def rounds(fns: dict[str, Callable[[], object]], runs: int = 5,
+           warmup: Callable[[str], None] | None = None) -> dict[str, list[tuple[float, float]]]:
+    """``runs`` rounds calling every function once, in an order that rotates each round.
+
+    Returns each function's (wall, CPU) seconds per round, so any two can be paired round by round.
+    ``warmup(name)`` (or one call of each) runs first and is not timed.
+    """
+    names = list(fns)
+    for name in names:
+        warmup(name) if warmup else fns[name]()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for i in range(runs):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(clock2(fns[name]))
+    return times
+
+
+def paired(name: str, times: dict[str, list[tuple[float, float]]], baseline: str, candidate: str,
+           **fields) -> Comparison:
+    """The Comparison of two functions timed in the same ``rounds``."""
+    cmp = Comparison(name, **fields)
+    cmp.baseline = [t[0] for t in times[baseline]]
+    cmp.candidate = [t[0] for t in times[candidate]]
+    cmp.baseline_cpu = [t[1] for t in times[baseline]]
+    cmp.candidate_cpu = [t[1] for t in times[candidate]]
+    return cmp
+
+
 def compare_many(prefix: str, baseline: Callable[[], object], candidates: dict[str, Callable[[], object]],
                  runs: int = 5, work: float = 1.0, unit: str = "run", targets: dict | None = None,
                  note: str = "", warmup: Callable[[str], None] | None = None) -> list[Comparison]:
-    """Rounds of baseline + every candidate, in an order that rotates each round.
-
-    One baseline run per round serves every candidate of that round, so each ratio still pairs
-    two runs made close together, at a fraction of the cost of separate pairs. ``warmup(name)``
-    (or one call of each) runs first and is not timed.
-    """
-    names = ["__baseline__", *candidates]
-    fns = {"__baseline__": baseline, **candidates}
-    for name in names:
-        warmup(name) if warmup else fns[name]()
-    results = {name: Comparison(f"{prefix}/{name}", work=work, unit=unit, target=(targets or {}).get(name),
-                                note=note) for name in candidates}
-    for i in range(runs):
-        shift = i % len(names)
-        times = {name: clock2(fns[name]) for name in names[shift:] + names[:shift]}
-        for name in candidates:
-            results[name].baseline.append(times["__baseline__"][0])
-            results[name].candidate.append(times[name][0])
-            results[name].baseline_cpu.append(times["__baseline__"][1])
-            results[name].candidate_cpu.append(times[name][1])
-    return list(results.values())
+    """Rounds of baseline + every candidate: one baseline run per round serves every candidate of
+    that round, so each ratio still pairs two runs made close together, at a fraction of the cost
+    of separate pairs."""
+    times = rounds({"__baseline__": baseline, **candidates}, runs, warmup)
+    return [paired(f"{prefix}/{name}", times, "__baseline__", name, work=work, unit=unit,
+                   target=(targets or {}).get(name), note=note) for name in candidates]

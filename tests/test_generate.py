@@ -105,3 +105,18 @@ def test_bad_generation_arguments(tiny_llama):
         tiny_llama.generate(["hi"], max_new_tokens=0)
     with pytest.raises(sl.SteerlabError, match="one per prompt"):
         tiny_llama.generate(["a", "b"], steering=[None])
+
+
+def test_compiled_generation_keeps_the_steering_hooks(tiny_llama):
+    """``compile=True`` (static cache + torch.compile) still runs the eager steering hooks: a large
+    addition of one token's unembedding row at the last layer makes that token win every step,
+    in the steered row only."""
+    target = 65
+    unembed = tiny_llama.hf_model.get_output_embeddings().weight[target].detach()
+    steer = sl.Steering([sl.Add(1e3 * unembed, layers=[tiny_llama.n_layers - 1])])
+    prompts = ["hello", "x y"]
+    eager = tiny_llama.generate(prompts, steering=[steer, None], max_new_tokens=5, chat=False)
+    assert eager.tokens[0] == [target] * 5  # the premise, checked without compiling
+    compiled = tiny_llama.generate(prompts, steering=[steer, None], max_new_tokens=5, chat=False, compile=True)
+    assert compiled.tokens[0] == [target] * 5
+    assert compiled.tokens[1] != [target] * 5

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from timing import compare  # noqa: E402
+from timing import paired, rounds  # noqa: E402
 
 GEN_TASKS = ("gen_add_b1", "gen_add_b8", "gen_rows_b8")
 CAPTURE_TASKS = ("capture_all", "capture_half")
@@ -47,6 +47,7 @@ class Job:
         self.tokens = int(self.spec["tokens"])
         self.runs = int(self.spec["runs"])
         self.results: dict = {}
+        self.pending: dict = {}  # baseline key -> {"baseline": fn, "tasks": {task: (fn, work, note)}}
         self.saved: dict[str, torch.Tensor] = {}
 
     def load_hf(self, **kwargs):
@@ -79,6 +80,7 @@ class Job:
             with torch.inference_mode():
                 return model.generate(**enc, **self.gen_kwargs(tok))
 
+        run.key = f"generate/b{batch}"  # tasks with the same baseline share its runs
         return run
 
     def plain_capture(self, model, tok, layers: list[int]):
@@ -98,13 +100,26 @@ class Job:
                 parts.append(torch.stack([out.hidden_states[k + 1][rows, last] for k in layers], 1))
             return torch.cat(parts)
 
+        run.key = f"capture/{len(layers)}"
         return run
 
     def time(self, task: str, baseline, candidate, work: float, note: str = "") -> None:
-        """Alternate ``baseline`` and ``candidate``; record the summary under ``task``."""
-        cmp = compare(task, baseline, candidate, runs=self.runs, warmup=1, work=work, note=note)
-        self.results[task] = cmp.summary()
-        print(f"  {task}: {cmp.ratio:.3f}x ({min(cmp.ratios):.2f}-{max(cmp.ratios):.2f})", flush=True)
+        """Queue ``candidate`` against ``baseline``; ``finish`` times every queue in alternating rounds,
+        one baseline run per round serving every task that shares it (same ``baseline.key``)."""
+        key = getattr(baseline, "key", task)
+        group = self.pending.setdefault(key, {"baseline": baseline, "tasks": {}})
+        group["tasks"][task] = (candidate, work, note)
+
+    def _run_pending(self) -> None:
+        for group in self.pending.values():
+            fns = {"__baseline__": group["baseline"], **{t: c for t, (c, _, _) in group["tasks"].items()}}
+            # the candidates have run once already (their outputs were kept): warm the baseline only
+            times = rounds(fns, self.runs, warmup=lambda name: fns[name]() if name == "__baseline__" else None)
+            for task, (_, work, note) in group["tasks"].items():
+                cmp = paired(task, times, "__baseline__", task, work=work, note=note)
+                self.results[task] = cmp.summary()
+                print(f"  {task}: {cmp.ratio:.3f}x ({min(cmp.ratios):.2f}-{max(cmp.ratios):.2f})", flush=True)
+        self.pending.clear()
 
     def cannot(self, task: str, reason: str) -> None:
         self.results[task] = reason
@@ -117,6 +132,7 @@ class Job:
     def finish(self, library: str, version: str) -> None:
         import transformers
 
+        self._run_pending()
         if self.saved:
             save_file(self.saved, str(self.out / "outputs.safetensors"))
         (self.out / "result.json").write_text(json.dumps({

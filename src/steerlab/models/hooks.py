@@ -15,6 +15,8 @@ in the KV cache, where each row's prompt starts and ends).
 
 from __future__ import annotations
 
+import functools
+
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
@@ -52,6 +54,12 @@ def shape_of(bound: Bound, site: Site) -> tuple[int, ...]:
     if site.kind == "logits":
         return (bound.vocab,)
     return (bound.d_model,)
+
+
+def _chain(fns: list[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
+    for fn in fns:
+        x = fn(x)
+    return x
 
 
 def _run(ops: list[SiteOp], x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
@@ -123,11 +131,13 @@ class HookSession:
 
         def site_stage(site: Site):
             ops = self.ops[site]
+            # context-free ops run as bare functions of x (no context, no dispatch)
+            directs = [op.direct(shape_of(b, site)) if hasattr(op, "direct") else None for op in ops]
+            if all(directs):
+                return directs[0] if len(directs) == 1 else functools.partial(_chain, directs)
             if len(ops) == 1:
                 (op,) = ops
-                direct = getattr(op, "direct", None)
-                fn = direct(shape_of(b, site)) if direct is not None else None
-                return fn if fn is not None else (lambda x: op(x, self.ctx))
+                return lambda x: op(x, self.ctx)
             return lambda x: _run(ops, x, self.ctx)
 
         for site in sorted(self.ops, key=lambda s: s.depth(b.n_layers)):
