@@ -83,20 +83,25 @@ class Job:
         run.key = f"generate/b{batch}"  # tasks with the same baseline share its runs
         return run
 
+    def text_batches(self, tok, size: int = 16):
+        """The job's texts in right-padded batches: ``(enc, rows, last)`` with each row's index and
+        the position of its last real token (every library's capture reads these)."""
+        tok.padding_side = "right"
+        texts = self.spec["texts"]
+        for begin in range(0, len(texts), size):
+            enc = encode(tok, texts[begin : begin + size])
+            last = enc.attention_mask.sum(1) - 1
+            yield enc, torch.arange(len(last)), last
+
     def plain_capture(self, model, tok, layers: list[int]):
         """Plain ``output_hidden_states`` capture of ``layers`` at the last token, batch 16, bare decoder."""
-        texts = self.spec["texts"]
         base = model.model
 
         def run():
-            tok.padding_side = "right"
             parts = []
-            for begin in range(0, len(texts), 16):
-                enc = encode(tok, texts[begin : begin + 16])
+            for enc, rows, last in self.text_batches(tok):
                 with torch.inference_mode():
                     out = base(**enc, output_hidden_states=True, use_cache=False)
-                last = enc.attention_mask.sum(1) - 1
-                rows = torch.arange(len(last))
                 parts.append(torch.stack([out.hidden_states[k + 1][rows, last] for k in layers], 1))
             return torch.cat(parts)
 

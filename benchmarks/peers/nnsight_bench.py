@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from common import Job, encode, new_tokens, stacked
+from common import Job, new_tokens, stacked
 
 job = Job(sys.argv[1])
 from importlib.metadata import version  # noqa: E402
@@ -38,12 +38,8 @@ for task in job.spec["tasks"]:
         texts = job.spec["texts"]
 
         def captured(layers=layers):
-            tok.padding_side = "right"
             parts = []
-            for begin in range(0, len(texts), 16):
-                enc = encode(tok, texts[begin : begin + 16])
-                last = enc.attention_mask.sum(1) - 1
-                rows = torch.arange(len(last))
+            for enc, rows, last in job.text_batches(tok):
                 saved = []  # filled inside the trace (a shared list survives the early stop)
                 with lm.trace(dict(enc)) as tracer:
                     for k in layers:

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from common import Job, encode, new_tokens, stacked
+from common import Job, new_tokens, stacked
 
 job = Job(sys.argv[1])
 from importlib.metadata import version  # noqa: E402
@@ -35,15 +35,11 @@ for task in job.spec["tasks"]:
         texts = job.spec["texts"]
 
         def captured(layers=layers):
-            tok.padding_side = "right"
             parts = []
-            for begin in range(0, len(texts), 16):
-                enc = encode(tok, texts[begin : begin + 16])
+            for enc, rows, last in job.text_batches(tok):
                 with record_activations(model, layer_type="decoder_block", layer_nums=layers) as rec, \
                         torch.inference_mode():
                     model(**enc)  # no early stop: the whole model runs
-                last = enc.attention_mask.sum(1) - 1
-                rows = torch.arange(len(last))
                 parts.append(torch.stack([rec[k][0][rows, last] for k in layers], 1))
             return torch.cat(parts)
 

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from common import Job, encode, new_tokens, stacked
+from common import Job, new_tokens, stacked
 
 job = Job(sys.argv[1])
 from importlib.metadata import version  # noqa: E402
@@ -52,12 +52,8 @@ for task in job.spec["tasks"]:
         names = [f"blocks.{k}.hook_resid_post" for k in layers]
 
         def captured(layers=layers, names=names):
-            tok.padding_side = "right"
             parts = []
-            for begin in range(0, len(texts), 16):
-                enc = encode(tok, texts[begin : begin + 16])
-                last = enc.attention_mask.sum(1) - 1
-                rows = torch.arange(len(last))
+            for enc, rows, last in job.text_batches(tok):
                 with torch.inference_mode():
                     _, cache = bridge.run_with_cache(enc.input_ids, attention_mask=enc.attention_mask,
                                                      names_filter=names, stop_at_layer=max(layers) + 1)
