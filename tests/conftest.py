@@ -8,8 +8,8 @@ import os
 # matmul several-fold. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 from tiny import FAMILIES, byte_tokenizer, tiny_model
 

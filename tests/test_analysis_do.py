@@ -82,7 +82,7 @@ def test_sigma_is_half_the_mean_norm_over_root_d(tiny_llama):
 
 def test_noise_modes_are_seeded(tiny_llama):
     spans = sl.analysis.step_spans(tiny_llama, PROMPTS)
-    run = lambda seed: sl.analysis.step_interventions(tiny_llama, PROMPTS, GOLD, spans,  # noqa: E731
+    run = lambda seed: sl.analysis.step_interventions(tiny_llama, PROMPTS, GOLD, spans,
                                                       modes=("add_noise", "noise", "mean_noise"), seed=seed)
     a, b, c = run(0), run(0), run(1)
     assert a["dlogp_gold"].tolist() == b["dlogp_gold"].tolist()

@@ -98,7 +98,7 @@ def test_commitment_patching_test_matches_a_hand_patch(tiny_llama):
     text, contrast = "hello world", "jello world"
     found = sl.analysis.commitment_layer(model, text, "x", contrast=contrast, contrast_target="y")
     tx, ty = (model.tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in "xy")
-    metric = lambda logits: float(logits[ty] - logits[tx])  # noqa: E731
+    metric = lambda logits: float(logits[ty] - logits[tx])
     m_text, m_contrast = metric(last_logits(model, text)), metric(last_logits(model, contrast))
     source = hidden(model, contrast)
     positions = list(range(len(source[0]) - 1))

@@ -43,7 +43,7 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message):
 
 
 def test_extract_then_steer_end_to_end(tmp_path, smollm, monkeypatch):
-    import steerlab.cli as cli
+    from steerlab import cli
 
     monkeypatch.setattr(cli, "load_model", lambda *a, **k: smollm)
     d = tmp_path / "happy.direction"
@@ -62,7 +62,7 @@ def test_extract_then_steer_end_to_end(tmp_path, smollm, monkeypatch):
 
 def test_capture_command_writes_a_resumable_store(tmp_path, smollm, monkeypatch):
     import steerlab as sl
-    import steerlab.cli as cli
+    from steerlab import cli
 
     monkeypatch.setattr(cli, "load_model", lambda *a, **k: smollm)
     texts = tmp_path / "t.txt"

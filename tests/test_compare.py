@@ -59,7 +59,7 @@ def test_compare_report_is_written(comparison, tmp_path):
 
 
 def test_compare_command_end_to_end(smollm, monkeypatch, tmp_path):
-    import steerlab.cli as cli
+    from steerlab import cli
 
     monkeypatch.setattr(cli, "load_model", lambda *a, **k: smollm)
     out = tmp_path / "cmp"

@@ -16,9 +16,23 @@ from sklearn.linear_model import LogisticRegression
 
 import steerlab as sl
 from steerlab.data.contrastive import ContrastiveSet
-from steerlab.directions import (Direction, PairActivations, capture_pairs, class_alignment, cohens_d, mean_diff,
-                                 mean_diff_from, pca, pca_from, probe, probe_from, probe_score, recommend_layers,
-                                 sweep, sweep_from)
+from steerlab.directions import (
+    Direction,
+    PairActivations,
+    capture_pairs,
+    class_alignment,
+    cohens_d,
+    mean_diff,
+    mean_diff_from,
+    pca,
+    pca_from,
+    probe,
+    probe_from,
+    probe_score,
+    recommend_layers,
+    sweep,
+    sweep_from,
+)
 from steerlab.errors import DataError, ShapeError, SiteError, SteerlabError
 
 TOY = ContrastiveSet(["I love this film", "a great day out", "wonderful food", "so happy now", "kind people"],
@@ -33,7 +47,7 @@ def planted(n=60, layers=2, d=16, seed=0, spread=10.0):
     u /= u.norm()
     base = spread * torch.randn(n, layers, d, generator=g, dtype=torch.float64)
     a = 0.5 + 2.5 * torch.rand(n, 1, 1, generator=g, dtype=torch.float64)
-    noise = lambda: 0.05 * torch.randn(n, layers, d, generator=g, dtype=torch.float64)  # noqa: E731
+    noise = lambda: 0.05 * torch.randn(n, layers, d, generator=g, dtype=torch.float64)
     return base + a * u + noise(), base - a * u + noise(), u
 
 
@@ -180,7 +194,7 @@ def sweep_data(n=40, d=10, seed=0):
     g = torch.Generator().manual_seed(seed)
     c, u = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64)
     c[1], u[0] = 3.0, 1.0
-    noise = lambda: 0.7 * torch.randn(n, d, generator=g, dtype=torch.float64)  # noqa: E731
+    noise = lambda: 0.7 * torch.randn(n, d, generator=g, dtype=torch.float64)
     pos = torch.stack([c + 2 * u + noise(), c + u + noise(), noise()], 1)
     neg = torch.stack([c + 1 * u + noise(), c - u + noise(), noise()], 1)
     return pos, neg

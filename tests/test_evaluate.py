@@ -10,8 +10,18 @@ import pytest
 import torch
 
 import steerlab as sl
-from steerlab.evaluate import (Generations, answer_of, arithmetic_items, continuation_logprobs, distinct_n,
-                               first_integer, frontier, generate_grid, pareto_mask, repetition_rate)
+from steerlab.evaluate import (
+    Generations,
+    answer_of,
+    arithmetic_items,
+    continuation_logprobs,
+    distinct_n,
+    first_integer,
+    frontier,
+    generate_grid,
+    pareto_mask,
+    repetition_rate,
+)
 
 
 # --- pure metrics -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ README = Path(__file__).parents[1] / "README.md"
 def test_quickstart_runs(tmp_path, monkeypatch, smollm):
     import steerlab as sl
 
-    block = re.search(r"## Quickstart\s+```python\n(.*?)```", README.read_text(), re.S).group(1)
+    block = re.search(r"## Quickstart\s+```python\n(.*?)```", README.read_text(), re.DOTALL).group(1)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sl, "load", lambda *a, **k: smollm)  # the same model, already loaded
     scope: dict = {}
@@ -26,8 +26,8 @@ def test_bake_snippet_runs_after_quickstart(tmp_path, monkeypatch, smollm):
     import steerlab as sl
 
     text = README.read_text()
-    quick = re.search(r"## Quickstart\s+```python\n(.*?)```", text, re.S).group(1)
-    bake = re.search(r"## Bake and ship\s+```python\n(.*?)```", text, re.S).group(1)
+    quick = re.search(r"## Quickstart\s+```python\n(.*?)```", text, re.DOTALL).group(1)
+    bake = re.search(r"## Bake and ship\s+```python\n(.*?)```", text, re.DOTALL).group(1)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sl, "load", lambda *a, **k: smollm)
     scope: dict = {}

@@ -11,7 +11,7 @@ import torch
 
 import steerlab as sl
 from steerlab.directions import PairActivations
-from steerlab.recipes import (choose_candidate, condition_scores, f1_grid, plane_from, search_condition_from)
+from steerlab.recipes import choose_candidate, condition_scores, f1_grid, plane_from, search_condition_from
 
 
 # --- builders ---------------------------------------------------------------------------------

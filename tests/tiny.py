@@ -36,8 +36,16 @@ FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gpt2", "n
 
 
 def tiny_config(family: str):
-    from transformers import (GPT2Config, GPTNeoXConfig, Gemma2Config, Gemma3TextConfig, LlamaConfig,
-                              MistralConfig, Qwen2Config, Qwen3Config)
+    from transformers import (
+        Gemma2Config,
+        Gemma3TextConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,
+        Qwen2Config,
+        Qwen3Config,
+    )
 
     common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,

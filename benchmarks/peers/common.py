@@ -25,10 +25,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+import torch
+from safetensors.torch import load_file, save_file
 
-from timing import paired, rounds  # noqa: E402
+from timing import paired, rounds
 
 GEN_TASKS = ("gen_add_b1", "gen_add_b8", "gen_rows_b8")
 CAPTURE_TASKS = ("capture_all", "capture_half")

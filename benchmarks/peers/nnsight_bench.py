@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 
 import torch
-
 from common import Job, new_tokens, stacked
 
 job = Job(sys.argv[1])
-from importlib.metadata import version  # noqa: E402
+from importlib.metadata import version
 
-from nnsight import LanguageModel  # noqa: E402
+from nnsight import LanguageModel
 
 model, tok = job.load_hf()
 lm = LanguageModel(model, tokenizer=tok)

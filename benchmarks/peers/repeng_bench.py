@@ -7,9 +7,9 @@ import sys
 from common import CAPTURE_TASKS, Job, new_tokens, stacked
 
 job = Job(sys.argv[1])
-from importlib.metadata import version  # noqa: E402
+from importlib.metadata import version
 
-from repeng import ControlModel  # noqa: E402
+from repeng import ControlModel
 
 plain, tok = job.load_hf()
 wrapped, _ = job.load_hf()  # repeng replaces the layers of the model it wraps: keep a plain copy

@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 
 import torch
-
 from common import Job, new_tokens, stacked
 
 job = Job(sys.argv[1])
-from importlib.metadata import version  # noqa: E402
+from importlib.metadata import version
 
-from steering_vectors import SteeringVector, record_activations  # noqa: E402
+from steering_vectors import SteeringVector, record_activations
 
 model, tok = job.load_hf()
 n = model.config.num_hidden_layers

@@ -6,12 +6,11 @@ import sys
 from pathlib import Path
 
 import torch
-
 from common import Job, stacked
 
 job = Job(sys.argv[1])
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-import steerlab as sl  # noqa: E402
+import steerlab as sl
 
 model = sl.load(job.spec["model_dir"], device="cpu", dtype=torch.float32)
 hf, tok = model.hf_model, model.tokenizer

@@ -6,13 +6,12 @@ from __future__ import annotations
 import sys
 
 import torch
-
 from common import Job, new_tokens, stacked
 
 job = Job(sys.argv[1])
-from importlib.metadata import version  # noqa: E402
+from importlib.metadata import version
 
-from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
+from transformer_lens.model_bridge import TransformerBridge
 
 model, tok = job.load_hf()  # the plain baseline (transformers' default attention)
 bridge = TransformerBridge.boot_transformers(job.spec["model_dir"], device="cpu", dtype=torch.float32,

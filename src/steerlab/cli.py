@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -107,7 +105,7 @@ def read_texts(path: Path) -> list[str]:
     return texts
 
 
-def load_model(name: str, dtype: Optional[str], device: str):
+def load_model(name: str, dtype: str | None, device: str):
     import steerlab as sl
 
     with err.status(f"loading {name} ..."):
@@ -174,15 +172,15 @@ def demo(
 @friendly
 def capture(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for sharded safetensors + manifest.json."),
-    texts: Optional[Path] = typer.Option(None, help="A .txt (one per line), .jsonl or .json file of texts."),
-    data: Optional[str] = typer.Option(None, help="A contrastive set (bundled name or .jsonl/.csv); see --side."),
+    texts: Path | None = typer.Option(None, help="A .txt (one per line), .jsonl or .json file of texts."),
+    data: str | None = typer.Option(None, help="A contrastive set (bundled name or .jsonl/.csv); see --side."),
     side: str = typer.Option("positive", help="With --data: positive or negative."),
     sites: str = typer.Option("resid_post", help="Site kinds or full names, comma-separated."),
-    layers: Optional[str] = typer.Option(None, help="Layers for site kinds: all, 10, 8-12, 8,10."),
+    layers: str | None = typer.Option(None, help="Layers for site kinds: all, 10, 8-12, 8,10."),
     positions: str = typer.Option("last", help="last, mean or all (every token)."),
     chat: bool = typer.Option(False, help="Wrap each text in the chat template."),
     batch_size: int = typer.Option(16, help="Texts per forward pass (and per shard)."),
-    model: str = MODEL, dtype: Optional[str] = DTYPE, device: str = DEVICE,
+    model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
 ):
     """Capture activations over texts to disk (resumable: run it again after a crash).
 
@@ -212,11 +210,11 @@ def extract(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the Direction to (e.g. happy.direction)."),
     data: str = typer.Option("sentiment", help="Bundled set name or a .jsonl/.csv with positive/negative."),
     method: str = typer.Option("mean_diff", help="mean_diff, pca or probe."),
-    layers: Optional[str] = typer.Option(None, help="all (default), 10, 8-12, 8,10."),
+    layers: str | None = typer.Option(None, help="all (default), 10, 8-12, 8,10."),
     site: str = typer.Option("resid_post", help="Site kind to read."),
     positions: str = typer.Option("last", help="last or mean."),
     chat: bool = typer.Option(False, help="Wrap each text in the chat template."),
-    model: str = MODEL, dtype: Optional[str] = DTYPE, device: str = DEVICE,
+    model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
 ):
     """Extract a direction (one vector per layer) from a contrastive set.
 
@@ -243,9 +241,9 @@ def extract(
 def sweep(
     data: str = typer.Option("sentiment", help="Bundled set name or a .jsonl/.csv with positive/negative."),
     site: str = typer.Option("resid_post", help="Site kind to read."),
-    csv: Optional[Path] = typer.Option(None, help="Also write the table as CSV."),
-    k: Optional[int] = typer.Option(None, help="How many layers to recommend."),
-    model: str = MODEL, dtype: Optional[str] = DTYPE, device: str = DEVICE,
+    csv: Path | None = typer.Option(None, help="Also write the table as CSV."),
+    k: int | None = typer.Option(None, help="How many layers to recommend."),
+    model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
 ):
     """Per-layer separability of a contrastive set, and the layers to steer at.
 
@@ -274,18 +272,18 @@ def sweep(
 @friendly
 def steer(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A prompt (repeat for several)."),
-    direction: Optional[Path] = typer.Option(None, help="A Direction folder from `steerlab extract`."),
-    recipe: Optional[Path] = typer.Option(None, help="A Steering folder (.steer) instead of --direction."),
+    direction: Path | None = typer.Option(None, help="A Direction folder from `steerlab extract`."),
+    recipe: Path | None = typer.Option(None, help="A Steering folder (.steer) instead of --direction."),
     alpha: float = typer.Option(4.0, help="Strength for --direction (Add alpha)."),
-    layers: Optional[str] = typer.Option(None, help="Layers for --direction (default: all it holds)."),
+    layers: str | None = typer.Option(None, help="Layers for --direction (default: all it holds)."),
     site: str = typer.Option("resid_post", help="Site kind for --direction."),
     positions: str = typer.Option("all", help="all, prompt, generated or last."),
     max_new_tokens: int = typer.Option(64, help="Tokens to generate."),
     compare: bool = typer.Option(False, help="Also show the unsteered output."),
-    save_recipe: Optional[Path] = typer.Option(None, help="Write the recipe used to this folder."),
+    save_recipe: Path | None = typer.Option(None, help="Write the recipe used to this folder."),
     sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
-    seed: Optional[int] = typer.Option(None, help="Seed for sampling."),
-    model: str = MODEL, dtype: Optional[str] = DTYPE, device: str = DEVICE,
+    seed: int | None = typer.Option(None, help="Seed for sampling."),
+    model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
 ):
     """Generate with a steering recipe (or a direction and a strength).
 

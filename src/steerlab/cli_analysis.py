@@ -10,8 +10,8 @@ import contextlib
 import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
 
 import typer
 
@@ -122,10 +122,10 @@ def _write(out: Path, name: str, table, fig=None) -> list[str]:
 
 def lens(text: str = typer.Argument(..., help="The prompt, e.g. 'The capital of France is'."),
          target: str = typer.Option(..., "--target", "-t", help="A single-token answer, e.g. ' Paris'."),
-         contrast: Optional[str] = typer.Option(None, help="A contrast prompt of the same token length."),
-         contrast_target: Optional[str] = typer.Option(None, help="The contrast prompt's answer, e.g. ' Rome'."),
+         contrast: str | None = typer.Option(None, help="A contrast prompt of the same token length."),
+         contrast_target: str | None = typer.Option(None, help="The contrast prompt's answer, e.g. ' Rome'."),
          positions: str = typer.Option("all", help="'all', 'last' or indices like '0,3,-1'."),
-         layers: Optional[str] = typer.Option(None, help="'all', '20', '10,12' or '10-20'."),
+         layers: str | None = typer.Option(None, help="'all', '20', '10,12' or '10-20'."),
          k: int = typer.Option(5, help="How many top tokens to list."),
          chat: bool = typer.Option(False, help="Apply the chat template to the prompt."),
          model: str = typer.Option("smollm2", "--model", "-m", help="Model name, folder or .gguf file."),
@@ -154,7 +154,7 @@ def lens(text: str = typer.Argument(..., help="The prompt, e.g. 'The capital of 
 
 
 def probe_map_command(
-        texts: Optional[List[str]] = typer.Argument(None, help="Texts to score (default: held-out pairs of --data)."),
+        texts: list[str] | None = typer.Argument(None, help="Texts to score (default: held-out pairs of --data)."),
         data: str = typer.Option("refusal", help="Bundled contrastive set or a .jsonl of positive/negative pairs."),
         layer: int = typer.Option(15, help="The layer the probe is fit on (negative counts from the end)."),
         per_layer: bool = typer.Option(False, help="Fit one probe per layer instead of reading one probe everywhere."),
@@ -223,19 +223,19 @@ def _vector(path: Path, layer: int):
     raise SteerlabError(f"--subspace {str(path)!r}: use a saved Direction folder, a .pt tensor or a .npy array")
 
 
-def patch(clean: List[str] = typer.Option(..., help="Clean prompt(s); repeat for several pairs."),
-          corrupted: Optional[List[str]] = typer.Option(None, help="Corrupted prompt(s), same token length as the clean ones."),
-          answers: Optional[Tuple[str, str]] = typer.Option(None, help="Two single-token answers: clean, corrupted."),
-          gold: Optional[List[str]] = typer.Option(None, help="Score log p(gold) instead (with --steps: the answer "
+def patch(clean: list[str] = typer.Option(..., help="Clean prompt(s); repeat for several pairs."),
+          corrupted: list[str] | None = typer.Option(None, help="Corrupted prompt(s), same token length as the clean ones."),
+          answers: tuple[str, str] | None = typer.Option(None, help="Two single-token answers: clean, corrupted."),
+          gold: list[str] | None = typer.Option(None, help="Score log p(gold) instead (with --steps: the answer "
                                                    "text); one, or one per --clean."),
           sites: str = typer.Option("resid_post,attn_out,mlp_out", help="Comma-separated site kinds."),
-          layers: Optional[str] = typer.Option(None, help="'all', '20', '10,12' or '10-20'."),
+          layers: str | None = typer.Option(None, help="'all', '20', '10,12' or '10-20'."),
           mode: str = typer.Option("denoise", help="'denoise' (clean into corrupted), 'noise' or 'both'."),
           steps: bool = typer.Option(False, "--steps", help="Step-wise do-interventions on the clean prompt(s) instead: "
                                      "steps split at --sep, --gold is the answer."),
           sep: str = typer.Option("\\n", help="Step separator for --steps (escapes like \\n are read)."),
           step_modes: str = typer.Option("zero,mean,step_mean,add_noise", help="Do-intervention modes for --steps."),
-          subspace: Optional[Path] = typer.Option(None, help="Subspace-illusion check of this direction (a Direction "
+          subspace: Path | None = typer.Option(None, help="Subspace-illusion check of this direction (a Direction "
                                                   "folder, .pt or .npy) instead of the sweep."),
           layer: int = typer.Option(-1, help="Layer of the --subspace check."),
           site: str = typer.Option("mlp.neurons", help="Site of the --subspace check."),
@@ -287,12 +287,12 @@ def patch(clean: List[str] = typer.Option(..., help="Clean prompt(s); repeat for
     typer.echo("wrote " + ", ".join(files))
 
 
-def heads(text: List[str] = typer.Argument(..., help="Prompt(s) to attribute."),
-          answers: Tuple[str, str] = typer.Option(..., help="Two single-token answers: logit(a) - logit(b)."),
-          contrast: Optional[List[str]] = typer.Option(None, help="Contrast prompt(s) for the interchange audit."),
+def heads(text: list[str] = typer.Argument(..., help="Prompt(s) to attribute."),
+          answers: tuple[str, str] = typer.Option(..., help="Two single-token answers: logit(a) - logit(b)."),
+          contrast: list[str] | None = typer.Option(None, help="Contrast prompt(s) for the interchange audit."),
           ablate: str = typer.Option("zero", help="'zero', 'mean' or 'none' (skip the ablation sweep)."),
           renorm: bool = typer.Option(False, help="Keep the attention output's norm when zeroing heads."),
-          layers: Optional[str] = typer.Option(None, help="'all', '20', '10,12' or '10-20'."),
+          layers: str | None = typer.Option(None, help="'all', '20', '10,12' or '10-20'."),
           top: int = typer.Option(10, help="How many heads to print."),
           chat: bool = typer.Option(False, help="Apply the chat template to the prompts."),
           model: str = typer.Option("smollm2", "--model", "-m", help="Model name, folder or .gguf file."),

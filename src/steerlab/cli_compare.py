@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -44,19 +43,19 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o",
                                  help="Folder for results.csv, frontier.csv, figures/, report.html."),
         dataset: str = typer.Option("sentiment", "--dataset", "-d", help="Bundled set or a .jsonl/.csv of pairs."),
-        methods: Optional[str] = typer.Option(
+        methods: str | None = typer.Option(
             None, help="Comma-separated methods (default: all of them): "
                        "add, add_multi, pca, ablate, refusal, angular, selective, cast."),
         prompts: int = typer.Option(16, help="Held-out behaviour prompts per strength."),
         kl_prompts: int = typer.Option(8, help="Neutral prompts for the KL metric."),
         max_new_tokens: int = typer.Option(40, help="Tokens generated per prompt and strength."),
-        strengths: Optional[str] = typer.Option(None, help="Override grids, e.g. 'add=0,2,4;pca=0,8'."),
+        strengths: str | None = typer.Option(None, help="Override grids, e.g. 'add=0,2,4;pca=0,8'."),
         utility: str = typer.Option("perplexity", help="Frontier cost axis: perplexity or kl."),
         test: float = typer.Option(0.25, help="Share of pairs held out from fitting."),
         seed: int = typer.Option(0, help="Seed of the splits and the arithmetic items."),
         ppl_tokens: int = typer.Option(256, help="Tokens of the reference text scored for perplexity (0: all)."),
         selection_stride: int = typer.Option(1, help="Score every k-th layer's candidate in the §3.3 selection."),
-        model: str = MODEL, dtype: Optional[str] = DTYPE, device: str = DEVICE,
+        model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
     ):
         """Compare steering methods: strength sweeps, behaviour vs utility, the frontier, and a report.
 

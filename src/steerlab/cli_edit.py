@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -35,7 +34,7 @@ def bake(
     model: str = typer.Option("smollm2", "--model", "-m", help="'smollm2' (embedded), a folder, a .gguf file or a hub id."),
     recipe: Path = typer.Option(..., "--recipe", "-r", help="A Steering folder (.steer), e.g. from `steerlab steer --save-recipe`."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the baked checkpoint (model + tokenizer)."),
-    dtype: Optional[str] = typer.Option(None, help="float32 (CPU default), bfloat16 or float16."),
+    dtype: str | None = typer.Option(None, help="float32 (CPU default), bfloat16 or float16."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
     verify: bool = typer.Option(True, help="Check the baked model against hook steering on two probe texts."),
     force: bool = typer.Option(False, help="Write into --out even if it is not empty."),
@@ -63,9 +62,9 @@ def bake(
 def export(
     direction: Path = typer.Option(..., "--direction", "-d", help="A Direction folder from `steerlab extract`."),
     gguf: Path = typer.Option(..., "--gguf", help="Output .gguf file (llama.cpp control vector)."),
-    layers: Optional[str] = typer.Option(None, help="Layers to write, e.g. 8-12 (default: all held but 0)."),
+    layers: str | None = typer.Option(None, help="Layers to write, e.g. 8-12 (default: all held but 0)."),
     alpha: float = typer.Option(1.0, help="Strength baked into the vectors (llama.cpp can scale again)."),
-    model_hint: Optional[str] = typer.Option(None, help="controlvector.model_hint (default: the model family)."),
+    model_hint: str | None = typer.Option(None, help="controlvector.model_hint (default: the model family)."),
 ):
     """Write a direction as a llama.cpp control vector (direction.N is added to block N's output).
 

@@ -13,8 +13,8 @@ import json
 import mmap
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors.torch import save_file
@@ -82,7 +82,7 @@ class ShardWriter:
         self.manifest["shards"].append({"batch": batch, "file": name, "n": len(rows)})
         _atomic_write_text(self.path, json.dumps(self.manifest, indent=1))
 
-    def finish(self) -> "DiskActivations":
+    def finish(self) -> DiskActivations:
         self.manifest["shards"].sort(key=lambda s: s["batch"])
         self.manifest["complete"] = True
         _atomic_write_text(self.path, json.dumps(self.manifest, indent=1))

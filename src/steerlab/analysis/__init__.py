@@ -12,8 +12,7 @@ function; formulas in METHODS.md §6, §7, §10 and §13.
 """
 
 from .do_interventions import necessity_metrics, step_interventions, step_spans
-from .figures import (plot_heads, plot_lens, plot_necessity, plot_patching, plot_probe_map, plot_subspace,
-                      plot_trace)
+from .figures import plot_heads, plot_lens, plot_necessity, plot_patching, plot_probe_map, plot_subspace, plot_trace
 from .heads import frozen_norm, head_ablation, head_attribution, head_interchange, head_writes
 from .lens import Commitment, commitment_layer, lens_commitment, logit_lens
 from .patching import activation_patching, patching_summary

@@ -91,7 +91,7 @@ def _stats(acts, spans, layers, kind, prompt_len):
 
 def _value(mode, h, stats, step, gen):
     shape = h.shape
-    noise = lambda: torch.randn(shape, generator=gen) * stats["sigma"]  # noqa: E731
+    noise = lambda: torch.randn(shape, generator=gen) * stats["sigma"]
     if mode == "zero":
         return torch.zeros(shape)
     if mode == "mean":

@@ -16,8 +16,16 @@ from ..errors import SteerlabError
 from ..interventions import Patch
 from ..models.tokens import check_texts
 from ..sites import normalize_layers
-from ._common import (check_same_length, pairs_of, parse_positions, per_text, readout, single_token,
-                      token_ids, token_labels)
+from ._common import (
+    check_same_length,
+    pairs_of,
+    parse_positions,
+    per_text,
+    readout,
+    single_token,
+    token_ids,
+    token_labels,
+)
 from .patching import patched_logits
 
 COLUMNS = ["text", "layer", "position", "token", "top1", "top1_prob", "topk", "target", "target_rank",

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from ..errors import DataError, SteerlabError
-from ..models.tokens import check_texts, chat_prompt
+from ..models.tokens import chat_prompt, check_texts
 from ..sites import normalize_layers
 from ._common import token_ids, token_labels
 

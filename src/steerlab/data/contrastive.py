@@ -47,12 +47,12 @@ class ContrastiveSet:
         """Name, size and hash, for provenance."""
         return {"name": self.name, "pairs": len(self), "hash": self.hash}
 
-    def subset(self, indices) -> "ContrastiveSet":
+    def subset(self, indices) -> ContrastiveSet:
         idx = list(indices)
         return ContrastiveSet([self.positive[i] for i in idx], [self.negative[i] for i in idx], self.name,
                               dict(self.meta))
 
-    def split(self, test: float = 0.25, seed: int = 0) -> tuple["ContrastiveSet", "ContrastiveSet"]:
+    def split(self, test: float = 0.25, seed: int = 0) -> tuple[ContrastiveSet, ContrastiveSet]:
         """Shuffle pairs with ``seed`` and split into (train, test); the test part keeps ``test`` of the pairs."""
         if not 0 < test < 1:
             raise DataError(f"test={test} must be between 0 and 1")
@@ -65,7 +65,7 @@ class ContrastiveSet:
         train.name, held.name = f"{self.name}[train]", f"{self.name}[test]"
         return train, held
 
-    def map(self, fn) -> "ContrastiveSet":
+    def map(self, fn) -> ContrastiveSet:
         """Apply ``fn`` to every text (e.g. wrap it in a template)."""
         return ContrastiveSet([fn(t) for t in self.positive], [fn(t) for t in self.negative], self.name,
                               dict(self.meta))

@@ -10,8 +10,7 @@ The ``*_from`` functions run the same math on precomputed tensors ``[n, n_layers
 
 from .capture_pairs import DIRECTION_POSITIONS, DIRECTION_SITES, PairActivations, capture_pairs
 from .direction import Direction
-from .estimators import (PCAFit, ProbeFit, class_alignment, cohens_d, mean_diff_from, pca_from, probe_from,
-                         split_indices)
+from .estimators import PCAFit, ProbeFit, class_alignment, cohens_d, mean_diff_from, pca_from, probe_from, split_indices
 from .methods import mean_diff, pca, probe, probe_score
 from .select import recommend_layers
 from .sweep import sweep, sweep_from

@@ -72,7 +72,7 @@ class PairActivations:
         j = self.column(layer)
         return self.positive[:, j], self.negative[:, j]
 
-    def select(self, layers) -> "PairActivations":
+    def select(self, layers) -> PairActivations:
         """The same activations restricted to ``layers`` (None or ``"all"``: all held)."""
         if layers is None or (isinstance(layers, str) and layers == "all"):
             return self

@@ -74,7 +74,7 @@ class Direction:
         """``[n_layers_held, d]`` in ``layers`` order."""
         return torch.stack(list(self.vectors.values()))
 
-    def unit(self) -> "Direction":
+    def unit(self) -> Direction:
         """Each layer's vector scaled to norm 1 (same metadata, ``normalized=True``)."""
         return Direction({k: v / v.norm().clamp_min(1e-12) for k, v in self.vectors.items()},
                          meta={**self.meta, "normalized": True})
@@ -82,17 +82,17 @@ class Direction:
     def norms(self) -> dict[int, float]:
         return {k: float(v.norm()) for k, v in self.vectors.items()}
 
-    def select(self, layers) -> "Direction":
+    def select(self, layers) -> Direction:
         """A direction holding only ``layers``."""
         layers = [layers] if isinstance(layers, int) else list(layers)
         return Direction({layer: self[layer] for layer in layers}, meta=dict(self.meta))
 
-    def __mul__(self, factor: float) -> "Direction":
+    def __mul__(self, factor: float) -> Direction:
         return Direction({k: v * float(factor) for k, v in self.vectors.items()}, meta=dict(self.meta))
 
     __rmul__ = __mul__
 
-    def __neg__(self) -> "Direction":
+    def __neg__(self) -> Direction:
         return self * -1.0
 
     def check_model(self, fingerprint: dict) -> None:
@@ -121,7 +121,7 @@ class Direction:
         return folder
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model=None) -> "Direction":
+    def load(cls, path: str | os.PathLike, model=None) -> Direction:
         """Read a direction written by ``save``; with ``model``, refuse one made for another shape."""
         folder = Path(path)
         if not (folder / "direction.json").is_file():
@@ -151,7 +151,7 @@ class Direction:
         return direction_to_gguf(self, path, layers=layers, alpha=alpha, model_hint=model_hint)
 
     @classmethod
-    def from_gguf(cls, path: str | os.PathLike) -> "Direction":
+    def from_gguf(cls, path: str | os.PathLike) -> Direction:
         """Read a llama.cpp (or repeng) control vector; its ``direction.N`` becomes layer N (resid_post)."""
         from ..edit.gguf_vectors import direction_from_gguf
 

@@ -87,7 +87,7 @@ def _grow(run: list[int], layers: list[int], acc: dict[int, float], k: int, midd
     first, last = layers.index(run[0]), layers.index(run[-1])
     while last - first + 1 < k and (first > 0 or last < len(layers) - 1):
         options = [i for i in (first - 1, last + 1) if 0 <= i < len(layers)]
-        centre = lambda i: (layers[min(first, i)] + layers[max(last, i)]) / 2  # noqa: E731
+        centre = lambda i: (layers[min(first, i)] + layers[max(last, i)]) / 2
         best = max(options, key=lambda i: (acc[layers[i]], -abs(centre(i) - middle)))
         first, last = min(first, best), max(last, best)
     return layers[first:last + 1]

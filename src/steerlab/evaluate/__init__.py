@@ -6,8 +6,16 @@
     result = sl.evaluate.compare(model, "sentiment")           # every method, as `steerlab compare`
 """
 
-from .behaviour import (REFUSAL_SUBSTRINGS, Length, ProbeScore, RefusalScore, RefusalSubstring, Sentiment,
-                        is_refusal, vader_compound)
+from .behaviour import (
+                        REFUSAL_SUBSTRINGS,
+                        Length,
+                        ProbeScore,
+                        RefusalScore,
+                        RefusalSubstring,
+                        Sentiment,
+                        is_refusal,
+                        vader_compound,
+)
 from .compare import DEFAULT_METHODS, UTILITIES, Comparison, compare
 from .forward import continuation_logprobs
 from .frontier import frontier, pareto_mask

@@ -7,7 +7,7 @@ same tokens it would touch while generating (``positions="last"``/``"generated"`
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from ..data import ContrastiveSet, load, prompts as prompt_set
+from ..data import ContrastiveSet, load
+from ..data import prompts as prompt_set
 from ..recipes.scores import refusal_logit_score, sentiment_logit_score
 from .behaviour import Length, RefusalScore, RefusalSubstring, Sentiment
 from .scorer import Scorer

@@ -11,5 +11,16 @@ from .rotate import Rotate
 from .scale import Scale
 from .steering import Steering
 
-__all__ = ["Ablate", "Add", "Clamp", "Conditional", "Intervention", "Patch", "Rotate", "Scale", "StepContext",
-           "Steering", "parse_positions"]
+__all__ = [
+           "Ablate",
+           "Add",
+           "Clamp",
+           "Conditional",
+           "Intervention",
+           "Patch",
+           "Rotate",
+           "Scale",
+           "Steering",
+           "StepContext",
+           "parse_positions",
+]

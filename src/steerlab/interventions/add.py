@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..sites import Site
-from .base import Intervention, Params, at_layer, check_width, numel, per_layer
+from .base import Intervention, Params, at_layer, check_width, numel
 
 
 class Add(Intervention):

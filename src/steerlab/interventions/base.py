@@ -11,7 +11,8 @@ are stacked once per call, so a decoding step runs one tensor op per group, neve
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 
@@ -89,7 +90,7 @@ def orthonormal_rows(matrix: torch.Tensor, what: str) -> torch.Tensor:
 
 
 #: every intervention class by its ``kind``, for loading saved recipes
-REGISTRY: dict[str, type["Intervention"]] = {}
+REGISTRY: dict[str, type[Intervention]] = {}
 
 
 class Intervention:
@@ -129,7 +130,7 @@ class Intervention:
     # --- where -------------------------------------------------------------------------------
     def default_layers(self):
         """Layers used when ``layers`` is None: every layer, unless the parameters say otherwise."""
-        return None
+        return
 
     def targets(self, n_layers: int) -> list[Site]:
         """The full sites this intervention acts on, for a model with ``n_layers`` layers."""

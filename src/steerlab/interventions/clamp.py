@@ -8,7 +8,7 @@ import torch
 
 from ..errors import SteerlabError
 from ..sites import Site
-from .base import Intervention, Params, at_layer, check_width, dot, numel, per_layer, unit
+from .base import Intervention, Params, at_layer, check_width, dot, numel, unit
 
 
 class Clamp(Intervention):

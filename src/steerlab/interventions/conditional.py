@@ -20,7 +20,7 @@ import torch
 
 from ..errors import SteerlabError
 from ..sites import Site, check_kind, normalize_layers
-from .base import REGISTRY, Intervention, Params, at_layer, check_width, numel, per_layer, unit
+from .base import REGISTRY, Intervention, Params, at_layer, check_width, numel, unit
 
 METRICS = ("cast", "cosine", "projection")
 AGGREGATES = ("mean", "last")

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ShapeError, SteerlabError
 from ..sites import Site
-from .base import Intervention, Params, at_layer, check_width, dot, numel, per_layer, unit
+from .base import Intervention, Params, at_layer, check_width, dot, numel, unit
 
 
 class Patch(Intervention):

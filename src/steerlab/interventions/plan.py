@@ -9,7 +9,7 @@ Conditional interventions add a *sensor* op at their condition site that sets a 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 

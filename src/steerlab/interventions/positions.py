@@ -149,7 +149,7 @@ class StepContext:
             self.state[key] = rows
         return rows
 
-    def tail(self, n: int) -> "StepContext":
+    def tail(self, n: int) -> StepContext:
         """The context of the last ``n`` columns (for outputs computed on the last tokens only)."""
         if n == self.width:
             return self

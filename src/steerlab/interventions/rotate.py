@@ -22,7 +22,7 @@ import torch
 
 from ..errors import SteerlabError
 from ..sites import Site
-from .base import Intervention, Params, at_layer, check_width, dot, numel, per_layer, unit
+from .base import Intervention, Params, at_layer, check_width, dot, numel, unit
 
 MODES = ("relative", "absolute")
 

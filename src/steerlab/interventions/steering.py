@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -49,7 +49,7 @@ class Steering:
     def __len__(self) -> int:
         return len(self.interventions)
 
-    def __add__(self, other: "Steering | Intervention") -> "Steering":
+    def __add__(self, other: Steering | Intervention) -> Steering:
         extra = [other] if isinstance(other, Intervention) else list(other)
         return Steering(self.interventions + extra, {**self.meta})
 
@@ -93,7 +93,7 @@ class Steering:
         return folder
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model=None) -> "Steering":
+    def load(cls, path: str | os.PathLike, model=None) -> Steering:
         """Read a recipe written by ``save``; with ``model``, refuse one made for another shape."""
         folder = Path(path)
         if not (folder / "recipe.json").is_file():

@@ -16,10 +16,9 @@ in the KV cache, where each row's prompt starts and ends).
 from __future__ import annotations
 
 import functools
-
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -103,7 +102,7 @@ class HookSession:
         self.ctx = StepContext(batch, width, offset, self.layout.start, self.layout.prompt_end, self.state)
 
     # --- attaching ----------------------------------------------------------------------------
-    def __enter__(self) -> "HookSession":
+    def __enter__(self) -> HookSession:
         try:
             self._attach()
         except BaseException:

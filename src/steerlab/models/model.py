@@ -6,7 +6,6 @@ import hashlib
 
 import torch
 
-from ..errors import SteerlabError
 from ..interventions.plan import build_plan, rows_of
 from ..progress import bar
 from ..sites import GLOBAL_KINDS, LAYER_KINDS, Site

@@ -13,22 +13,52 @@ from .ablation import directional_ablation
 from .angular import angular
 from .base import Fitted
 from .caa import activation_addition, caa
-from .cast import (ConditionFit, cast, condition_fires, condition_scores, f1_grid, find_condition,
-                   search_condition_from)
+from .cast import ConditionFit, cast, condition_fires, condition_scores, f1_grid, find_condition, search_condition_from
 from .context import FIT_SITES, FitContext, capture_sites
 from .plane import NORM_SITES, Plane, alignment_from, discriminative_layers, plane_from, steering_plane
 from .refusal import Selection, choose_candidate, refusal_addition, select_direction
 from .registry import METHODS, MethodSpec, fit, method_names, spec
 from .repe import repe
-from .scores import (LogitScore, contrast_score, refusal_logit_score, refusal_score, sentiment_logit_score,
-                     token_ids)
+from .scores import LogitScore, contrast_score, refusal_logit_score, refusal_score, sentiment_logit_score, token_ids
 from .selective import selective
 
 __all__ = [
-    "FIT_SITES", "METHODS", "NORM_SITES", "ConditionFit", "FitContext", "Fitted", "LogitScore", "MethodSpec", "Plane",
-    "Selection", "activation_addition", "alignment_from", "angular", "capture_sites", "cast", "caa",
-    "choose_candidate", "condition_fires", "condition_scores", "contrast_score", "directional_ablation",
-    "discriminative_layers", "f1_grid", "find_condition", "fit", "method_names", "plane_from", "refusal_addition",
-    "refusal_logit_score", "refusal_score", "repe", "search_condition_from", "select_direction", "selective",
-    "sentiment_logit_score", "spec", "steering_plane", "token_ids",
+                   "FIT_SITES",
+                   "METHODS",
+                   "NORM_SITES",
+                   "ConditionFit",
+                   "FitContext",
+                   "Fitted",
+                   "LogitScore",
+                   "MethodSpec",
+                   "Plane",
+                   "Selection",
+                   "activation_addition",
+                   "alignment_from",
+                   "angular",
+                   "caa",
+                   "capture_sites",
+                   "cast",
+                   "choose_candidate",
+                   "condition_fires",
+                   "condition_scores",
+                   "contrast_score",
+                   "directional_ablation",
+                   "discriminative_layers",
+                   "f1_grid",
+                   "find_condition",
+                   "fit",
+                   "method_names",
+                   "plane_from",
+                   "refusal_addition",
+                   "refusal_logit_score",
+                   "refusal_score",
+                   "repe",
+                   "search_condition_from",
+                   "select_direction",
+                   "selective",
+                   "sentiment_logit_score",
+                   "spec",
+                   "steering_plane",
+                   "token_ids",
 ]

@@ -9,8 +9,8 @@ reuse the unsteered baseline instead of running an identity recipe).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..errors import SteerlabError
 from ..interventions import Steering

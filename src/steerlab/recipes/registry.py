@@ -8,8 +8,8 @@ degraded", and can be overridden per call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import SteerlabError
 from .ablation import directional_ablation

@@ -13,11 +13,11 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib import ticker  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib import ticker
 
-from ..evaluate.frontier import frontier  # noqa: E402
+from ..evaluate.frontier import frontier
 
 LABELS = {"sentiment": "sentiment (VADER compound)", "perplexity": "perplexity of the reference text",
           "kl": "KL(unsteered ‖ steered), neutral prompts", "probe": "probe logit", "accuracy": "arithmetic accuracy",

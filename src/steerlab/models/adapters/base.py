@@ -6,8 +6,8 @@ An adapter names modules by their dotted paths (block-relative paths inside a de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from torch import nn
 
@@ -83,7 +83,7 @@ def bind(adapter: Adapter, model: nn.Module) -> Bound:
     config = model.config
     blocks = list(get_module(model, adapter.layers))
     block0 = blocks[0]
-    n_heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head")
+    n_heads = getattr(config, "num_attention_heads", None) or config.n_head
     o_in = linear_in_features(get_module(block0, adapter.o_proj))
     d_mlp = linear_in_features(get_module(block0, adapter.down_proj))
     head_weight = model.get_output_embeddings().weight
