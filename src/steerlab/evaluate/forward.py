@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ..interventions.plan import build_plan, rows_of
-from ..models.hooks import HookSession, Layout, shape_of
+from ..models.forward import Layout, recipes_for, steered
 from ..models.tokens import pad_id
 
 
@@ -27,10 +26,7 @@ def continuation_logprobs(model, prompt_ids: list[list[int]], continuation_ids: 
     n = len(prompt_ids)
     if len(continuation_ids) != n:
         raise ValueError("prompt_ids and continuation_ids must have one entry per row")
-    recipes = rows_of(steering, n)
-    for recipe in {id(r): r for r in recipes if r is not None}.values():
-        recipe.check_model(model.fingerprint)
-    like = next(model.hf_model.parameters())
+    recipes = recipes_for(model, steering, n)
     pad = pad_id(model.tokenizer)
     for begin in range(0, n, batch_size):
         rows = list(range(begin, min(begin + batch_size, n)))
@@ -49,9 +45,8 @@ def continuation_logprobs(model, prompt_ids: list[list[int]], continuation_ids: 
         ids, mask, start = ids.to(model.device), mask.to(model.device), start.to(model.device)
         positions = (mask.cumsum(1) - 1).clamp_min(0)
         end = torch.full_like(start, width_p)
-        ops = build_plan([recipes[r] for r in rows], len(rows), model.n_layers, lambda s: shape_of(model.bound, s),
-                         like)
-        with torch.inference_mode(), HookSession(model.bound, ops, Layout(start, end, generating=True)):
+        layout = Layout(start, end, generating=True)
+        with torch.inference_mode(), steered(model, [recipes[r] for r in rows], layout, "cached"):
             first = model.hf_model(input_ids=ids[:, :width_p], attention_mask=mask[:, :width_p],
                                    position_ids=positions[:, :width_p], use_cache=True, logits_to_keep=1)
             rest = model.hf_model(input_ids=ids[:, width_p:], attention_mask=mask,

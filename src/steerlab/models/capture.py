@@ -12,10 +12,10 @@ import torch
 from ..activations import Activations, ShardWriter, texts_hash
 from ..activations.memory import POSITIONS
 from ..errors import SteerlabError
-from ..interventions.plan import build_plan, rows_of
 from ..progress import bar
 from ..sites import Site, expand_sites
-from .hooks import HookSession, Layout, StopForward, shape_of
+from .forward import Layout, recipes_for, steered
+from .hooks import StopForward
 from .tokens import Batch, check_texts, encode, pad, pad_id
 
 
@@ -55,9 +55,7 @@ def capture(model, texts, sites="resid_post", layers=None, positions: str = "las
     bound = model.bound
     site_list = expand_sites(sites, layers, bound.n_layers)
     names = [s.name for s in site_list]
-    recipes = rows_of(steering, len(texts))
-    for recipe in {id(r): r for r in recipes if r is not None}.values():
-        recipe.check_model(model.fingerprint)
+    recipes = recipes_for(model, steering, len(texts))
     deepest = max(site_list, key=lambda s: s.depth(bound.n_layers))
     stop_after = None if deepest.kind == "logits" else deepest
     ids = encode(model.tokenizer, texts, chat)
@@ -72,7 +70,6 @@ def capture(model, texts, sites="resid_post", layers=None, positions: str = "las
     done = writer.done if writer else set()
     collected: dict[str, list] = {name: [] for name in names}
     rows_seen: list[int] = []
-    like = next(model.hf_model.parameters())
     with bar("capture", len(batches), progress) as advance:
         for number, rows in enumerate(batches):
             if number in done:
@@ -80,15 +77,11 @@ def capture(model, texts, sites="resid_post", layers=None, positions: str = "las
                 continue
             batch = pad([ids[i] for i in rows], pad_id(model.tokenizer), "right", model.device)
             store: dict = {}
-            ops: dict[Site, list] = {}
-            if steering is not None:
-                ops = build_plan([recipes[i] for i in rows], len(rows), bound.n_layers,
-                                 lambda s: shape_of(bound, s), like)
-            ops = {site: list(v) for site, v in ops.items()}
-            for site in site_list:
-                ops.setdefault(site, []).append(_reader(site.name, store, batch, positions))
+            reads: dict[Site, list] = {site: [_reader(site.name, store, batch, positions)] for site in site_list}
             layout = Layout(start=batch.start, prompt_end=batch.end)
-            with torch.inference_mode(), HookSession(bound, ops, layout, stop_after=stop_after):
+            row_recipes = [recipes[i] for i in rows] if steering is not None else None
+            with torch.inference_mode(), steered(model, row_recipes, layout, "single", reads=reads,
+                                                 stop_after=stop_after):
                 try:
                     model.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
                 except StopForward:

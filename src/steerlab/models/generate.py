@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import SteerlabError
-from ..interventions.plan import build_plan, rows_of
-from .hooks import HookSession, Layout, shape_of
+from .forward import Layout, recipes_for, steered
 from .tokens import check_texts, encode, has_chat_template, pad, pad_id
 
 
@@ -30,6 +29,11 @@ class GenerationResult:
 
     def __getitem__(self, i: int) -> str:
         return self.texts[i]
+
+
+#: ``generate`` keyword arguments that change the number of rows or roll the KV cache back
+UNSUPPORTED = frozenset({"num_beams", "num_return_sequences", "assistant_model", "prompt_lookup_num_tokens",
+                         "generation_config", "past_key_values"})
 
 
 def _eos_ids(model) -> set[int]:
@@ -72,19 +76,18 @@ def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample:
         raise SteerlabError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     if chat is None:
         chat = has_chat_template(model.tokenizer)
-    recipes = rows_of(steering, len(prompts))
-    for recipe in {id(r): r for r in recipes if r is not None}.values():
-        recipe.check_model(model.fingerprint)
-    bound = model.bound
+    unsupported = sorted(set(generate_kwargs) & UNSUPPORTED)
+    if unsupported:
+        raise SteerlabError(f"generate does not support {', '.join(unsupported)}: steering needs one row per prompt "
+                            "and a KV cache that only grows")
+    recipes = recipes_for(model, steering, len(prompts))
     ids = encode(model.tokenizer, prompts, chat, system)
     batch = pad(ids, pad_id(model.tokenizer), "left", model.device)
-    like = next(model.hf_model.parameters())
-    ops = build_plan(recipes, len(prompts), bound.n_layers, lambda s: shape_of(bound, s), like)
     layout = Layout(start=batch.start, prompt_end=batch.end, generating=True)
 
     config = copy.deepcopy(model.hf_model.generation_config)
-    settings = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, use_cache=use_cache,
-                    pad_token_id=pad_id(model.tokenizer), num_beams=1)
+    settings = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "use_cache": use_cache,
+                    "pad_token_id": pad_id(model.tokenizer), "num_beams": 1}
     if do_sample:
         settings.update(temperature=temperature, top_p=top_p, top_k=top_k)
     else:
@@ -100,7 +103,9 @@ def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample:
     with torch.random.fork_rng(devices=rng_devices):
         if seed is not None:
             torch.manual_seed(seed)
-        with torch.inference_mode(), HookSession(bound, ops, layout, outside_compile=compile), _compiling(compile):
+        decoding = "cached" if use_cache else "uncached"
+        with torch.inference_mode(), steered(model, recipes, layout, decoding, outside_compile=compile), \
+                _compiling(compile):
             out = model.hf_model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                           generation_config=config, **generate_kwargs)
     new = out[:, batch.input_ids.shape[1]:].tolist()

