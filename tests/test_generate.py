@@ -59,7 +59,10 @@ def _greedy_with_hook(model, prompt, layer, vec, steps):
                                                               add_generation_prompt=True, tokenize=False),
                           add_special_tokens=False, return_tensors="pt").input_ids
     block = model.bound.blocks[layer]
-    handle = block.register_forward_hook(lambda mod, args, out: out + vec)
+    def add(mod, args, out):  # a block returns a tensor or (on some versions) a tuple starting with it
+        return (out[0] + vec, *out[1:]) if isinstance(out, tuple) else out + vec
+
+    handle = block.register_forward_hook(add)
     out = []
     try:
         with torch.no_grad():

@@ -12,6 +12,7 @@ import torch
 from ..activations import Activations, ShardWriter, texts_hash
 from ..activations.memory import POSITIONS
 from ..errors import SteerlabError
+from ..interventions.positions import StepContext
 from ..progress import bar
 from ..sites import Site, expand_sites
 from .forward import Layout, recipes_for, steered
@@ -24,7 +25,8 @@ def _reader(name: str, store: dict, batch: Batch, positions: str):
 
     rows, last = torch.arange(len(batch.end), device=batch.end.device), batch.end - 1
 
-    def read(x: torch.Tensor, ctx) -> torch.Tensor:
+    def read(x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        value: torch.Tensor | list[torch.Tensor]
         if positions == "last":
             value = x[rows, last]
         elif positions == "mean":
@@ -105,7 +107,7 @@ def capture(model, texts, sites="resid_post", layers=None, positions: str = "las
     if writer is not None:
         return writer.finish()
     inverse = torch.tensor(rows_seen).argsort()
-    data = {}
+    data: dict[str, torch.Tensor | list[torch.Tensor]] = {}
     for name, parts in collected.items():
         if positions == "all":
             flat = [t for part in parts for t in part]

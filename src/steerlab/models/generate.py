@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import SteerlabError
-from .forward import Layout, recipes_for, steered
+from .forward import Decoding, Layout, recipes_for, steered
 from .tokens import check_texts, encode, has_chat_template, pad, pad_id
 
 
@@ -86,8 +86,8 @@ def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample:
     layout = Layout(start=batch.start, prompt_end=batch.end, generating=True)
 
     config = copy.deepcopy(model.hf_model.generation_config)
-    settings = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "use_cache": use_cache,
-                    "pad_token_id": pad_id(model.tokenizer), "num_beams": 1}
+    settings: dict[str, object] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "use_cache": use_cache,
+                                   "pad_token_id": pad_id(model.tokenizer), "num_beams": 1}
     if do_sample:
         settings.update(temperature=temperature, top_p=top_p, top_k=top_k)
     else:
@@ -96,14 +96,14 @@ def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample:
         from transformers import CompileConfig
 
         compile_config = CompileConfig(fullgraph=False, dynamic=False, mode="default")
-        compile_config._compile_all_devices = True  # transformers compiles on GPUs only unless told
+        compile_config._compile_all_devices = True  # type: ignore[assignment]  # transformers compiles on GPUs only unless told
         settings.update(cache_implementation="static", compile_config=compile_config)
     config.update(**settings)
     rng_devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
         if seed is not None:
             torch.manual_seed(seed)
-        decoding = "cached" if use_cache else "uncached"
+        decoding: Decoding = "cached" if use_cache else "uncached"
         with torch.inference_mode(), steered(model, recipes, layout, decoding, outside_compile=compile), \
                 _compiling(compile):
             out = model.hf_model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,

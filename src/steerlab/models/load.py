@@ -13,6 +13,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,7 +43,7 @@ def embedded_gguf(alias: str = "smollm2") -> Path:
     return path
 
 
-def resolve_device(device) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"`` picks CUDA when present, else the CPU."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -56,7 +57,7 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.flo
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
-def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """Default float32 on CPU and bfloat16 on GPU; accepts torch dtypes or their names."""
     if dtype in (None, "auto"):
         return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -106,22 +107,23 @@ def convert_gguf(path: Path, progress: bool | None = None) -> Path:
 class _quiet_transformers:
     """Silence transformers' info/warning logging for a block (conversion chatter)."""
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         from transformers.utils import logging as hf_logging
 
         self.level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity(self.level)
         hf_logging.enable_progress_bar()
 
 
-def load(name_or_path: str = "smollm2", dtype=None, device="auto", name: str | None = None,
-         **from_pretrained_kwargs) -> Model:
+def load(name_or_path: str = "smollm2", dtype: str | torch.dtype | None = None,
+         device: str | torch.device | None = "auto", name: str | None = None,
+         **from_pretrained_kwargs: Any) -> Model:
     """Load a causal LM as a steerlab ``Model``.
 
     ``name_or_path``: ``"smollm2"`` (the embedded SmolLM2-135M-Instruct), a local folder, a
@@ -161,5 +163,5 @@ def load(name_or_path: str = "smollm2", dtype=None, device="auto", name: str | N
         offline = os.environ.get("HF_HUB_OFFLINE") or "offline" in str(err).lower() or "connect" in str(err).lower()
         hint = " (no network: hub models need one; use a local folder, a .gguf file or 'smollm2')" if offline else ""
         raise SteerlabError(f"cannot load {name_or_path!r}{hint}: {str(err).splitlines()[0]}") from None
-    hf_model.to(dev)
+    hf_model.to(dev)  # type: ignore[arg-type]  # transformers' stub wraps .to for PreTrainedModel only
     return Model(hf_model, tokenizer, name=display)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 
@@ -12,8 +15,24 @@ from . import capture as _capture
 from . import generate as _generate
 from .adapters import adapter_for, bind
 from .forward import Layout, recipes_for, steered
+from .generate import GenerationResult
 from .hooks import shape_of
 from .tokens import check_texts, encode, pad, pad_id
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from ..activations import Activations, DiskActivations
+    from ..interventions import Intervention, Steering
+
+#: one text or a list of texts
+Texts: TypeAlias = "str | Sequence[str]"
+#: a site kind or full name, or a list of them
+SiteSpec: TypeAlias = "str | Site | Sequence[str | Site]"
+#: None (all layers), one layer, or a list of layers
+LayerSpec: TypeAlias = "int | Sequence[int] | None"
+#: None, one recipe (or a single intervention) for every row, or one recipe (or None) per row
+SteeringSpec: TypeAlias = "Steering | Intervention | Sequence[Steering | Intervention | None] | None"
 
 
 class Model:
@@ -24,7 +43,7 @@ class Model:
     are checked against).
     """
 
-    def __init__(self, hf_model, tokenizer, name: str | None = None):
+    def __init__(self, hf_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str | None = None) -> None:
         self.hf_model = hf_model.eval()
         self.tokenizer = tokenizer
         self.adapter = adapter_for(hf_model)
@@ -62,8 +81,10 @@ class Model:
         return shape_of(self.bound, parse_site(site, self.n_layers) if isinstance(site, str) else site)
 
     # --- the three calls ----------------------------------------------------------------------
-    def capture(self, texts, sites="resid_post", layers=None, positions: str = "last", chat: bool = False,
-                batch_size: int = 16, out=None, steering=None, progress: bool | None = None):
+    def capture(self, texts: Texts, sites: SiteSpec = "resid_post", layers: LayerSpec = None,
+                positions: str = "last", chat: bool = False, batch_size: int = 16,
+                out: str | os.PathLike[str] | None = None, steering: SteeringSpec = None,
+                progress: bool | None = None) -> Activations | DiskActivations:
         """Capture activations at ``sites`` over ``texts``.
 
         ``sites`` is a kind (``"resid_post"``, expanded over ``layers``, default all) or full names
@@ -75,8 +96,9 @@ class Model:
         """
         return _capture.capture(self, texts, sites, layers, positions, chat, batch_size, out, steering, progress)
 
-    def generate(self, prompts, steering=None, max_new_tokens: int = 64, do_sample: bool = False, chat=None,
-                 seed: int | None = None, **kwargs):
+    def generate(self, prompts: Texts, steering: SteeringSpec = None, max_new_tokens: int = 64,
+                 do_sample: bool = False, chat: bool | None = None, seed: int | None = None,
+                 **kwargs: Any) -> GenerationResult:
         """Generate for ``prompts`` in one batch, with ``steering`` (one recipe, or a list with one
         recipe or None per prompt). ``chat=None`` applies the chat template when the tokenizer has
         one. Returns a ``GenerationResult`` (``.texts`` and ``.tokens``, generated part only).
@@ -85,7 +107,7 @@ class Model:
         """
         return _generate.generate(self, prompts, steering, max_new_tokens, do_sample, chat, seed, **kwargs)
 
-    def logits(self, texts, steering=None, chat: bool = False, batch_size: int = 16,
+    def logits(self, texts: Texts, steering: SteeringSpec = None, chat: bool = False, batch_size: int = 16,
                progress: bool | None = None) -> torch.Tensor:
         """Next-token logits at each text's last token, ``[n_texts, vocab]`` (float32, CPU)."""
         texts = check_texts(texts)
