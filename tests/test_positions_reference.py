@@ -181,3 +181,8 @@ def test_a_second_forward_in_a_single_pass_call_raises(tiny_llama):
 def test_generate_refuses_arguments_that_change_rows(tiny_llama):
     with pytest.raises(SteerlabError, match="num_return_sequences"):
         tiny_llama.generate(["hi"], max_new_tokens=2, num_return_sequences=2)
+
+
+def test_compiled_decoding_positions_equal_the_reference(tiny_llama, spec="generated"):
+    """``compile=True``: static cache and a compiled forward; the tracker runs outside the graph."""
+    _check(tiny_llama, PROMPTS, 1, _vec(tiny_llama, 3.0), spec, compile=True)
