@@ -85,7 +85,7 @@ def test_greedy_output_equals_a_plain_forward_hook_reference(model):
 
 
 def test_seeded_sampling_is_reproducible(tiny_llama):
-    kw = dict(max_new_tokens=10, do_sample=True, temperature=1.5)
+    kw = {"max_new_tokens": 10, "do_sample": True, "temperature": 1.5}
     first = tiny_llama.generate(PROMPTS, seed=7, **kw)
     again = tiny_llama.generate(PROMPTS, seed=7, **kw)
     other = tiny_llama.generate(PROMPTS, seed=8, **kw)
