@@ -120,7 +120,6 @@ class HookSession:
 
     def _attach(self) -> None:
         b = self.bound
-        a = b.adapter
         points: dict[tuple[nn.Module, str], list[Callable]] = defaultdict(list)
         stop_point = None
 
@@ -139,39 +138,19 @@ class HookSession:
                 return lambda x: op(x, self.ctx)
             return lambda x: _run(ops, x, self.ctx)
 
+        # where each site lives comes from the adapter's table (module, side, multiplier)
         for site in sorted(self.ops, key=lambda s: s.depth(b.n_layers)):
-            kind, layer = site.kind, site.layer
-            if kind == "embed":
-                point = add(b.module(a.embed), "out", site_stage(site))
-            elif kind == "final":
-                point = add(b.module(a.final_norm), "out", site_stage(site))
-            elif kind == "logits":
-                point = add(b.model, "logits", site_stage(site))
-            else:
+            module, side, scale = b.locate(site)
+            if site.kind == "resid_mid":
+                layer = site.layer
                 block = b.blocks[layer]
-                if kind == "resid_pre":
-                    point = add(block, "in", site_stage(site))
-                elif kind == "attn_in":
-                    point = add(block.get_submodule(a.attn_norm), "out", site_stage(site))
-                elif kind == "attn.heads":
-                    point = add(block.get_submodule(a.o_proj), "in", self._heads_stage(site))
-                elif kind == "attn_out":
-                    point = add(block.get_submodule(a.attn_out), "out", site_stage(site))
-                elif kind == "resid_mid":
-                    if b.parallel:  # the virtual sum needs resid_pre as the block received it
-                        add(block, "in", self._stash_stage(layer))
-                    point = self._add_mid(add, block, site)
-                    add(block, "out", self._mid_delta_stage(layer))
-                elif kind == "mlp_in":
-                    point = add(block.get_submodule(a.mlp_norm), "out", site_stage(site))
-                elif kind == "mlp.neurons":
-                    point = add(block.get_submodule(a.down_proj), "in", site_stage(site))
-                elif kind == "mlp_out":
-                    point = add(block.get_submodule(a.mlp_out), "out", site_stage(site))
-                elif kind == "resid_post":
-                    point = add(block, "out", site_stage(site))
-                else:  # pragma: no cover - sites.py lists every kind
-                    raise AssertionError(kind)
+                if b.parallel:  # the virtual sum needs resid_pre as the block received it
+                    add(block, "in", self._stash_stage(layer))
+                point = self._add_mid(add, site)
+                add(block, "out", self._mid_delta_stage(layer))
+            else:
+                stage = self._heads_stage(site) if site.kind == "attn.heads" else site_stage(site)
+                point = add(module, side, stage if scale == 1.0 else _scaled(stage, scale))
             if site == self.stop_after:
                 stop_point = point
         if stop_point is not None:
@@ -192,19 +171,21 @@ class HookSession:
 
         return stage
 
-    def _add_mid(self, add, block, site: Site):
+    def _add_mid(self, add, site: Site):
         ops, layer = self.ops[site], site.layer
         key = ("mid_delta", layer)
 
         if self.bound.parallel:
+            attn_module, side, scale = self.bound.locate(Site("attn_out", layer))
+
             def stage(attn):
-                mid = self.ctx.memo[("resid_pre", layer)] + attn
+                mid = self.ctx.memo[("resid_pre", layer)] + (attn if scale == 1.0 else attn * scale)
                 new = _run(ops, mid, self.ctx)
                 if new is not mid:
                     self.ctx.memo[key] = new - mid
                 return attn
 
-            return add(block.get_submodule(self.bound.adapter.attn_out), "out", stage)
+            return add(attn_module, side, stage)
 
         def stage(mid):
             new = _run(ops, mid, self.ctx)
@@ -212,7 +193,8 @@ class HookSession:
                 self.ctx.memo[key] = new - mid
             return new
 
-        return add(block.get_submodule(self.bound.adapter.mlp_norm), "in", stage)
+        module, side, _ = self.bound.locate(site)
+        return add(module, side, stage)
 
     def _mid_delta_stage(self, layer: int):
         key = ("mid_delta", layer)
@@ -229,6 +211,17 @@ class HookSession:
             return x
 
         return stage
+
+
+def _scaled(stage: Callable, scale: float) -> Callable:
+    """Run ``stage`` on ``scale * x`` (what the residual stream receives from a module whose output the
+    family multiplies, e.g. Granite's ``residual_multiplier``); a change is written back divided by ``scale``."""
+    def run(x):
+        seen = x * scale
+        y = stage(seen)
+        return x if y is seen else x + (y - seen) / scale
+
+    return run
 
 
 def _raise_stop(x):
