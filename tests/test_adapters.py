@@ -63,7 +63,7 @@ def test_residual_identities(any_tiny):
     acts = m.capture(TEXTS, sites=["resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"], positions="all")
     for i in range(len(TEXTS)):
         for layer in range(m.n_layers):
-            get = lambda k: acts[f"layers.{layer}.{k}"][i]
+            get = lambda k, layer=layer, i=i: acts[f"layers.{layer}.{k}"][i]
             assert torch.allclose(get("resid_mid"), get("resid_pre") + get("attn_out"), atol=1e-5)
             assert torch.allclose(get("resid_post"), get("resid_mid") + get("mlp_out"), atol=1e-5)
             if m.bound.parallel:  # GPT-NeoX: both sub-layers read resid_pre

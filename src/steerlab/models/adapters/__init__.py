@@ -6,7 +6,21 @@ from __future__ import annotations
 from torch import nn
 
 from ...errors import SteerlabError
-from .base import LAYER_NORM, PROJECTIONS, RMS, Adapter, At, Bound, Norm, Projection, Side, bind, get_module
+from .base import (
+    LAYER_NORM,
+    PROJECTIONS,
+    RMS,
+    Adapter,
+    At,
+    Bound,
+    Norm,
+    Projection,
+    Side,
+    bias_of,
+    bind,
+    get_module,
+    weight_of,
+)
 from .gemma import GEMMA, GEMMA3_MULTIMODAL
 from .gpt2 import GPT2
 from .gpt_neox import GPT_NEOX
@@ -32,4 +46,4 @@ def adapter_for(model: nn.Module) -> Adapter:
 
 
 __all__ = ["ADAPTERS", "LAYER_NORM", "PROJECTIONS", "RMS", "Adapter", "At", "Bound", "Norm", "Projection", "Side",
-           "adapter_for", "bind", "get_module", "supported_model_types"]
+           "adapter_for", "bias_of", "bind", "get_module", "supported_model_types", "weight_of"]

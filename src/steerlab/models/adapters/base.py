@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from ...errors import SteerlabError
 from ...sites import Site
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 #: which side of a module a site is: its first input, its output, or (the model only) its output logits
 Side = Literal["in", "out", "logits"]
@@ -139,9 +142,7 @@ class Adapter:
     def linear_weight(self, module: nn.Module) -> torch.Tensor:
         """The weight of a block's linear layer (``o_proj``, ``down_proj``) as ``[out, in]``: a view,
         transposed where the family stores ``[in, out]`` (GPT-2's ``Conv1D``)."""
-        weight = module.weight
-        if not isinstance(weight, torch.Tensor):
-            raise SteerlabError(f"{self.family}: {type(module).__name__} has no weight matrix")
+        weight = weight_of(module)
         return weight.T if self.transposed_weights else weight
 
     def set_linear_weight(self, module: nn.Module, matrix: torch.Tensor) -> None:
@@ -157,7 +158,7 @@ class Bound:
     multipliers as numbers (1.0 where the family has none)."""
 
     adapter: Adapter
-    model: nn.Module
+    model: PreTrainedModel
     blocks: list[nn.Module]
     n_layers: int
     d_model: int
@@ -223,10 +224,26 @@ class Bound:
 
 def get_module(root: nn.Module, path: str) -> nn.Module:
     """Follow a dotted path (``"model.layers"``) from ``root``."""
-    module = root
+    module: Any = root
     for part in path.split("."):
         module = module[int(part)] if part.isdigit() else getattr(module, part)
+    if not isinstance(module, nn.Module):
+        raise SteerlabError(f"{path!r} names a {type(module).__name__}, not a module")
     return module
+
+
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """A module's ``weight`` tensor (a SteerlabError naming the module when it has none)."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise SteerlabError(f"{type(module).__name__} has no weight tensor")
+    return weight
+
+
+def bias_of(module: nn.Module) -> torch.Tensor | None:
+    """A module's ``bias`` tensor, or None when it has none."""
+    bias = getattr(module, "bias", None)
+    return bias if isinstance(bias, torch.Tensor) else None
 
 
 def _config_number(config: Any, key: str | None, default: float | None) -> float | None:
@@ -236,10 +253,13 @@ def _config_number(config: Any, key: str | None, default: float | None) -> float
     return default if value is None else float(value)
 
 
-def bind(adapter: Adapter, model: nn.Module) -> Bound:
+def bind(adapter: Adapter, model: PreTrainedModel) -> Bound:
     """Resolve an adapter's paths on a model and read the sizes and multipliers the sites need."""
     config = model.config.get_text_config()
-    blocks = list(get_module(model, adapter.layers))
+    layers = get_module(model, adapter.layers)
+    if not isinstance(layers, nn.ModuleList):
+        raise SteerlabError(f"{config.model_type}: {adapter.layers!r} is a {type(layers).__name__}, not the list of blocks")
+    blocks = list(layers)
     block0 = blocks[0]
     n_heads = int(config.num_attention_heads)
     o_in = adapter.linear_weight(get_module(block0, adapter.o_proj)).shape[1]
@@ -247,7 +267,7 @@ def bind(adapter: Adapter, model: nn.Module) -> Bound:
     head = model.get_output_embeddings()
     if head is None:
         raise SteerlabError(f"{config.model_type}: the model has no output embeddings; load it as a causal LM")
-    head_weight = head.weight
+    head_weight = weight_of(head)
     return Bound(
         adapter=adapter,
         model=model,
