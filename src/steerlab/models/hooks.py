@@ -130,8 +130,9 @@ class HookSession:
         def site_stage(site: Site):
             ops = self.ops[site]
             # context-free ops run as bare functions of x (no context, no dispatch)
-            directs = [op.direct(shape_of(b, site)) if hasattr(op, "direct") else None for op in ops]
-            if all(directs):
+            directs = [op.direct(shape_of(b, site)) for op in ops if hasattr(op, "direct")]
+            directs = [fn for fn in directs if fn is not None]
+            if len(directs) == len(ops):
                 return directs[0] if len(directs) == 1 else functools.partial(_chain, directs)
             if len(ops) == 1:
                 (op,) = ops
@@ -140,8 +141,8 @@ class HookSession:
 
         # where each site lives comes from the adapter's table (module, side, multiplier)
         for site in sorted(self.ops, key=lambda s: s.depth(b.n_layers)):
-            module, side, scale = b.locate(site)
-            if site.kind == "resid_mid":
+            at_module, at_side, scale = b.locate(site)
+            if site.kind == "resid_mid" and site.layer is not None:  # a per-layer kind always has a layer
                 layer = site.layer
                 block = b.blocks[layer]
                 if b.parallel:  # the virtual sum needs resid_pre as the block received it
@@ -150,7 +151,7 @@ class HookSession:
                 add(block, "out", self._mid_delta_stage(layer))
             else:
                 stage = self._heads_stage(site) if site.kind == "attn.heads" else site_stage(site)
-                point = add(module, side, stage if scale == 1.0 else _scaled(stage, scale))
+                point = add(at_module, at_side, stage if scale == 1.0 else _scaled(stage, scale))
             if site == self.stop_after:
                 stop_point = point
         if stop_point is not None:
@@ -178,14 +179,14 @@ class HookSession:
         if self.bound.parallel:
             attn_module, side, scale = self.bound.locate(Site("attn_out", layer))
 
-            def stage(attn):
+            def parallel_stage(attn):
                 mid = self.ctx.memo[("resid_pre", layer)] + (attn if scale == 1.0 else attn * scale)
                 new = _run(ops, mid, self.ctx)
                 if new is not mid:
                     self.ctx.memo[key] = new - mid
                 return attn
 
-            return add(attn_module, side, stage)
+            return add(attn_module, side, parallel_stage)
 
         def stage(mid):
             new = _run(ops, mid, self.ctx)
