@@ -226,5 +226,5 @@ def test_unsupported_family_is_a_clear_error():
 
     hf = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                     intermediate_size=32))
-    with pytest.raises(sl.SteerlabError, match="not supported"):
+    with pytest.raises(sl.SteerlabError, match="model_type 'bert' is not supported; supported: .*granite"):
         sl.Model(hf, byte_tokenizer())

@@ -246,11 +246,14 @@ def bias_of(module: nn.Module) -> torch.Tensor | None:
     return bias if isinstance(bias, torch.Tensor) else None
 
 
-def _config_number(config: Any, key: str | None, default: float | None) -> float | None:
-    if key is None:
-        return default
-    value = getattr(config, key, None)
-    return default if value is None else float(value)
+def _multiplier(config: Any, key: str | None) -> float:
+    """A declared multiplier's value (1.0 when the family or the config has none); zero is refused."""
+    value = None if key is None else getattr(config, key, None)
+    if value is None:
+        return 1.0
+    if float(value) == 0.0:
+        raise SteerlabError(f"{config.model_type}: {key}=0 makes the sites undefined; this model cannot be steered")
+    return float(value)
 
 
 def bind(adapter: Adapter, model: PreTrainedModel) -> Bound:
@@ -268,6 +271,7 @@ def bind(adapter: Adapter, model: PreTrainedModel) -> Bound:
     if head is None:
         raise SteerlabError(f"{config.model_type}: the model has no output embeddings; load it as a causal LM")
     head_weight = weight_of(head)
+    cap = getattr(config, adapter.final_softcap, None) if adapter.final_softcap else None
     return Bound(
         adapter=adapter,
         model=model,
@@ -280,8 +284,8 @@ def bind(adapter: Adapter, model: PreTrainedModel) -> Bound:
         vocab=head_weight.shape[0],
         parallel=bool(adapter.parallel_residual(config)),
         embed_scale=float(adapter.embed_scale(config)),
-        embedding_multiplier=_config_number(config, adapter.embedding_multiplier, 1.0) or 1.0,
-        residual_multiplier=_config_number(config, adapter.residual_multiplier, 1.0) or 1.0,
-        logits_divisor=_config_number(config, adapter.logits_divisor, 1.0) or 1.0,
-        final_softcap=_config_number(config, adapter.final_softcap, None) or None,
+        embedding_multiplier=_multiplier(config, adapter.embedding_multiplier),
+        residual_multiplier=_multiplier(config, adapter.residual_multiplier),
+        logits_divisor=_multiplier(config, adapter.logits_divisor),
+        final_softcap=float(cap) if cap else None,
     )
