@@ -22,7 +22,7 @@ def test_frozen_norm_of_the_whole_input_is_the_norm(any_tiny):
     x = torch.randn(3, model.d_model) * 2
     with torch.no_grad():
         want = norm(x).float() - (getattr(norm, "bias", None).detach() if getattr(norm, "bias", None) is not None else 0)
-    got = frozen_norm(norm, x, torch.stack([x * 0.25, x * 0.75], 1)).sum(1)
+    got = frozen_norm(norm, x, torch.stack([x * 0.25, x * 0.75], 1), model.adapter.norm).sum(1)
     assert torch.allclose(got, want, atol=1e-5)
 
 
@@ -36,7 +36,7 @@ def test_head_writes_sum_to_the_attention_output(any_tiny):
     bias = getattr(o_proj, "bias", None)
     expected = acts[f"layers.{layer}.attn_out"][0]
     if bias is not None:
-        expected = expected - bias.detach().float()
+        expected = expected - bias.detach().float() * model.bound.residual_multiplier
     assert torch.allclose(writes.sum(1), expected, atol=1e-4)
 
 
@@ -72,7 +72,7 @@ def test_direct_logit_attribution_adds_up_to_the_logit_difference(tiny_llama):
     u = model.hf_model.lm_head.weight[a] - model.hf_model.lm_head.weight[b]
     norm = model.hf_model.model.norm
     rest = torch.stack([acts["embed"][0]] + [acts[f"layers.{l}.mlp_out"][0] for l in range(model.n_layers)])
-    others = float((frozen_norm(norm, x, rest[None]) @ u.detach()).sum())
+    others = float((frozen_norm(norm, x, rest[None], model.adapter.norm) @ u.detach()).sum())
     logits = last_logits(model, TEXT)
     assert table["score"].sum() + others == pytest.approx(float(logits[a] - logits[b]), abs=1e-3)
 
@@ -111,7 +111,7 @@ def test_mean_ablation_of_heads_together(tiny_llama):
     for layer in (0, 2):
         zs = []
         for text in texts:
-            def keep(x):
+            def keep(x, zs=zs):
                 zs.append(x[0].detach().clone())
                 return x
             with hooked(model.hf_model.model.layers[layer].self_attn.o_proj, keep, pre=True):
@@ -145,7 +145,7 @@ def test_interchange_writes_one_head_from_the_source(tiny_llama):
     base_logits = last_logits(model, base)
     dh = model.d_head
     for h in range(model.n_heads):
-        def swap(x):
+        def swap(x, h=h):
             y = x.clone()
             y[..., h * dh:(h + 1) * dh] = store["z"][..., h * dh:(h + 1) * dh]
             return y

@@ -45,6 +45,8 @@ CASES = [
     ("gemma2", "embed"), ("gemma3", "embed"), ("gpt2", "add_post"), ("gpt2", "ablate"), ("gpt2", "combo"),
     ("neox_parallel", "add_post"), ("neox_parallel", "add_attn"), ("neox_parallel", "ablate"),
     ("neox_sequential", "add_mlp"), ("neox_sequential", "ablate"), ("neox_sequential", "combo"),
+    ("smollm3", "add_post"), ("olmo", "add_attn"), ("olmo", "ablate"),
+    ("granite", "combo"), ("granite", "embed"), ("granite", "add_attn"),
 ]
 
 
@@ -113,7 +115,8 @@ def test_orthogonalised_weights_match_hand_computation():
 
 @pytest.mark.parametrize("family,name,words", [
     ("mistral", "add_post", "mlp_bias"), ("qwen2", "add_attn", "attention_bias"), ("qwen3", "add_post", "mlp_bias"),
-    ("gemma2", "ablate", "post-norm"), ("gemma3", "add_post", "post-norm"),
+    ("gemma2", "ablate", "post-norm"), ("gemma3", "add_post", "post-norm"), ("olmo", "add_post", "mlp_bias"),
+    ("gemma3_multimodal", "add_attn", "post-norm"),
 ])
 def test_families_without_an_exact_bake_are_refused(family, name, words):
     with pytest.raises(NotBakeableError, match=words):
@@ -163,23 +166,21 @@ def test_embedded_model_bake_round_trip(smollm, tmp_path):
     assert plain["config"]["tie_word_embeddings"] is False
 
 
-def test_granite_multipliers():
-    """Granite scales writer outputs before the residual stream: writer sites bake, residual sites are refused."""
-    from transformers import AutoModelForCausalLM, GraniteConfig
-
-    from tiny import VOCAB, byte_tokenizer
-
-    config = GraniteConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-                           num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=1,
-                           eos_token_id=2, residual_multiplier=0.5, embedding_multiplier=2.0, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = sl.Model(AutoModelForCausalLM.from_config(config, dtype=torch.float32), byte_tokenizer(), name="granite")
+def test_granite_multipliers_are_folded_into_the_edit():
+    """Granite multiplies writer outputs before the residual stream (and its embeddings); the sites include
+    the multipliers, so an addition anywhere on the residual stream bakes exactly, as a bias divided by them."""
+    model = tiny_model("granite")
+    assert model.bound.residual_multiplier == pytest.approx(0.22) and model.bound.embedding_multiplier == 3.0
     v, r, _ = _vectors()
-    steer = sl.Steering([sl.Add(v, alpha=3.0, layers=[1], site="mlp_out"), sl.Add(v, site="embed")]) \
-        + sl.recipes.directional_ablation(r)
-    baked = sl.Model(bake(model, steer), model.tokenizer)
+    steer = sl.Steering([sl.Add(v, alpha=3.0, layers=[1], site="mlp_out"), sl.Add(v, site="embed"),
+                         sl.Add(r, layers=[0], site="resid_pre"), sl.Add(v, layers=[2], site="resid_mid"),
+                         sl.Add(r, layers=[1], site="resid_post")]) + sl.recipes.directional_ablation(r)
+    baked = bake(model, steer)
     want = model.logits(TEXTS, steering=steer, progress=False)
-    assert (baked.logits(TEXTS, progress=False) - want).abs().max() <= 1e-4 * want.abs().max()
-    for site, layer in (("resid_post", 1), ("resid_pre", 0)):
-        with pytest.raises(NotBakeableError, match="multiplier"):
-            bake(model, sl.Add(v, layers=[layer], site=site))
+    got = sl.Model(baked, model.tokenizer).logits(TEXTS, progress=False)
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    assert (want - model.logits(TEXTS, progress=False)).abs().max() > 1e-2 * want.abs().max()
+    # an addition alone: the bias it creates is the addition divided by the residual multiplier
+    only = bake(model, sl.Add(v, layers=[2], site="attn_out"))
+    bias = only.model.layers[2].self_attn.o_proj.bias.detach()
+    assert torch.allclose(bias * 0.22, v, atol=1e-5)

@@ -32,24 +32,33 @@ def byte_tokenizer(chat: bool = True) -> PreTrainedTokenizerFast:
 
 VOCAB = 3 + 256
 
-FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gpt2", "neox_parallel", "neox_sequential"]
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "smollm3", "olmo", "granite", "gemma2", "gemma3", "gemma3_multimodal",
+            "gpt2", "neox_parallel", "neox_sequential"]
+
+#: the families whose norms scale by ``1 + weight`` (initialised around 0, not 1)
+GEMMA_LIKE = ("gemma2", "gemma3", "gemma3_multimodal")
 
 
 def tiny_config(family: str):
     from transformers import (
         Gemma2Config,
+        Gemma3Config,
         Gemma3TextConfig,
         GPT2Config,
         GPTNeoXConfig,
+        GraniteConfig,
         LlamaConfig,
         MistralConfig,
+        OlmoConfig,
         Qwen2Config,
         Qwen3Config,
+        SiglipVisionConfig,
+        SmolLM3Config,
     )
 
-    common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                  pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    common = {"vocab_size": VOCAB, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 3,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256,
+              "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False}
     if family == "llama":
         return LlamaConfig(**common)
     if family == "mistral":
@@ -58,11 +67,24 @@ def tiny_config(family: str):
         return Qwen2Config(**common)
     if family == "qwen3":
         return Qwen3Config(**common, head_dim=16)
+    if family == "smollm3":  # every other layer without rotary positions (NoPE)
+        return SmolLM3Config(**common, no_rope_layer_interval=2)
+    if family == "olmo":  # LayerNorm without parameters, clipped q/k/v
+        return OlmoConfig(**common, clip_qkv=8.0)
+    if family == "granite":  # multipliers that are not powers of two, so a misplaced one shows
+        return GraniteConfig(**common, embedding_multiplier=3.0, residual_multiplier=0.22, logits_scaling=2.5,
+                             attention_multiplier=0.3)
     if family == "gemma2":
         return Gemma2Config(**common, head_dim=16, query_pre_attn_scalar=16, sliding_window=8,
                             attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
     if family == "gemma3":
         return Gemma3TextConfig(**common, head_dim=16, query_pre_attn_scalar=16, sliding_window=8)
+    if family == "gemma3_multimodal":  # model_type "gemma3": the language model inside an image-text model
+        text = Gemma3TextConfig(**common, head_dim=16, query_pre_attn_scalar=16, sliding_window=8)
+        vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                    image_size=16, patch_size=8)
+        return Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4,
+                            tie_word_embeddings=False)
     if family == "gpt2":
         return GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=3, n_head=4, n_positions=256,
                           bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
@@ -91,7 +113,7 @@ def tiny_model(family: str, seed: int = 0, tied: bool | None = None) -> sl.Model
             if p.dim() >= 2:
                 p.normal_(0.0, p.shape[-1] ** -0.5)
             elif ("norm" in name or ".ln" in name) and name.endswith("weight"):
-                p.uniform_(0.8, 1.2) if family not in ("gemma2", "gemma3") else p.uniform_(-0.2, 0.2)
+                p.uniform_(0.8, 1.2) if family not in GEMMA_LIKE else p.uniform_(-0.2, 0.2)
             else:
                 p.normal_(0.0, 0.1)
     hf.generation_config.eos_token_id = 2

@@ -8,7 +8,7 @@
                                             answers=(" Paris", " Rome"))
 
 Every analysis returns a pandas table (or a small dataclass holding one) and has a figure
-function; formulas in METHODS.md §6, §7, §10 and §13.
+function; each module's docstring gives its formulas and the paper it follows.
 """
 
 from .do_interventions import necessity_metrics, step_interventions, step_spans

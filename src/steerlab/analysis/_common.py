@@ -7,11 +7,16 @@ Kept private: the public analyses take plain strings (``answers=(" Paris", " Rom
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import SteerlabError
+from ..models.adapters import weight_of
 from ..models.tokens import check_texts, encode
+
+if TYPE_CHECKING:
+    from ..models.model import Model
 
 
 def single_token(tokenizer, answer: str, what: str = "target") -> int:
@@ -121,20 +126,21 @@ def pairs_of(clean, corrupted, what=("clean", "corrupted")) -> tuple[list[str], 
     return a, b
 
 
-def readout(model, h: torch.Tensor) -> torch.Tensor:
+def readout(model: Model, h: torch.Tensor) -> torch.Tensor:
     """The model's own final norm and unembedding applied to residual states ``[..., d]`` -> logits (float32).
 
-    Applies Gemma 2's final logit soft-capping when the config sets it, so the last layer's readout
-    equals the model's logits.
+    Then what the family does to its logits (the adapter's logit divisor, e.g. Granite's
+    ``logits_scaling``, and soft-cap, e.g. Gemma 2's), so the last layer's readout equals the model's logits.
     """
-    norm = model.bound.module(model.adapter.final_norm)
-    head = model.hf_model.get_output_embeddings()
-    like = head.weight
+    bound = model.bound
+    norm = bound.module(model.adapter.final_norm)
+    head = bound.model.get_output_embeddings()
+    if head is None:  # pragma: no cover - bind refuses such models
+        raise SteerlabError("the model has no output embeddings")
+    like = weight_of(head)
     with torch.inference_mode():
         out = head(norm(h.to(device=like.device, dtype=like.dtype))).float()
-    cap = getattr(model.hf_model.config, "final_logit_softcapping", None)
-    if cap:
-        out = torch.tanh(out / cap) * cap
+        out = bound.logits_from_unembedded(out)
     return out.cpu()
 
 

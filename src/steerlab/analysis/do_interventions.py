@@ -1,4 +1,4 @@
-"""Step-wise do-interventions and the causal-necessity metrics of METHODS.md §7.
+"""Step-wise do-interventions on reasoning steps, and causal-necessity metrics over them.
 
 Each example is a prompt made of steps (token spans) and a gold answer that follows it. For every
 step and mode, the step's hidden states are replaced, ``do(h := h̃)``, at the chosen site and

@@ -1,4 +1,4 @@
-"""Attention heads: direct attribution, ablation, and interchange (METHODS.md §6).
+"""Attention heads: direct attribution, ablation, and interchange.
 
 - ``head_attribution``: each head's own write to the residual stream at one position,
   ``c_h = W_O[:, h] z_h``, scored along a direction (``c_h·w/‖w‖``, RefusalCliff's
@@ -12,63 +12,65 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import torch
 from torch import nn
 
 from ..errors import SteerlabError
-from ..interventions import Add, Patch, Scale, Steering
+from ..interventions import Add, Intervention, Patch, Scale, Steering
+from ..models.adapters import Norm, bias_of
 from ..models.tokens import check_texts
 from ..sites import normalize_layers
 from ._common import check_same_length, make_metric, pairs_of, resolve_position, token_ids
 
+if TYPE_CHECKING:
+    from ..models.model import Model
 
-def frozen_norm(module: nn.Module, x: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+
+def frozen_norm(module: nn.Module, x: torch.Tensor, parts: torch.Tensor, norm: Norm) -> torch.Tensor:
     """A norm module applied to additive ``parts`` ``[n, k, d]`` of its input with the scale frozen at ``x`` ``[n, d]``.
 
     Linear in the parts: for the whole input (``parts = x``) it equals ``module(x)`` minus any bias.
-    Supports RMSNorm (Llama-like; Gemma's ``1 + weight``) and LayerNorm (which also centres each part).
+    ``norm`` says how the family's norms compute (``model.adapter.norm``): RMSNorm (Gemma's ``1 + weight``
+    included) or LayerNorm (which also centres each part).
     """
-    name = type(module).__name__
     x = x.float()
     parts = parts.float()
-    eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
-    weight = getattr(module, "weight", None)
-    if isinstance(module, nn.LayerNorm) or "LayerNorm" in name:
+    eps = norm.epsilon(module)
+    if norm.kind == "layer":
         scale = (x.var(-1, unbiased=False, keepdim=True) + eps).rsqrt()
         parts = parts - parts.mean(-1, keepdim=True)
-    elif "RMSNorm" in name:
-        scale = (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt()
     else:
-        raise SteerlabError(f"cannot linearise the norm {name}; supported: RMSNorm and LayerNorm variants")
+        scale = (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt()
     out = parts * scale[:, None, :]
-    if weight is not None:
-        gain = weight.detach().float().cpu()
-        out = out * (1.0 + gain if "Gemma" in name else gain)
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        out = out * (norm.weight_offset + weight.detach().float().cpu())
     return out
 
 
-def o_proj_weight(model, layer: int) -> torch.Tensor:
-    """``W_O`` of ``layer`` as ``[d_model, n_heads * d_head]`` (transposing GPT-2's Conv1D)."""
-    module = model.bound.block_module(layer, model.adapter.o_proj)
-    w = module.weight.detach().float().cpu()
-    return w.T if type(module).__name__ == "Conv1D" else w
+def o_proj_weight(model: Model, layer: int) -> torch.Tensor:
+    """``W_O`` of ``layer`` as ``[d_model, n_heads * d_head]`` (in the layout the adapter declares)."""
+    return model.bound.linear_weight(model.bound.projection(layer, "o_proj")).detach().float().cpu()
 
 
-def head_writes(model, z: torch.Tensor, layer: int) -> torch.Tensor:
+def head_writes(model: Model, z: torch.Tensor, layer: int) -> torch.Tensor:
     """Each head's own write to the residual stream, ``[n, n_heads, d_model]``, from its output ``z`` ``[n, H, d_head]``.
 
     In families with a norm after attention (Gemma 2/3) the norm is applied with its scale frozen
-    at the whole attention output, so the writes sum to what the residual stream receives.
+    at the whole attention output, so the writes sum to what the residual stream receives (less the
+    projection's bias); a family's residual multiplier (Granite) is applied too.
     """
+    bound = model.bound
     w = o_proj_weight(model, layer).view(model.d_model, model.n_heads, model.d_head)
     writes = torch.einsum("nhk,dhk->nhd", z.float(), w)
-    post = model.bound.block_module(layer, model.adapter.attn_out)
-    if "Norm" in type(post).__name__:
-        bias = getattr(model.bound.block_module(layer, model.adapter.o_proj), "bias", None)
+    if model.adapter.post_norm:
+        bias = bias_of(bound.projection(layer, "o_proj"))
         total = writes.sum(1) + (0 if bias is None else bias.detach().float().cpu())
-        writes = frozen_norm(post, total, writes)
-    return writes
+        writes = frozen_norm(bound.block_module(layer, model.adapter.attn_out), total, writes, model.adapter.norm)
+    return writes * bound.residual_multiplier
 
 
 def _direction_at(direction, layer: int, d: int) -> torch.Tensor:
@@ -90,7 +92,8 @@ def head_attribution(model, texts, direction=None, answers=None, layers=None, po
 
     ``direction``: a tensor ``[d]``, a ``Direction`` (its vector at each head's layer; a one-layer
     direction is used everywhere) or a ``Probe``. ``answers=(a, b)``: direct logit attribution
-    (the final norm's scale frozen at the real final state; soft-capping ignored). Returns one row
+    (the final norm's scale frozen at the real final state; a logit divisor such as Granite's
+    ``logits_scaling`` applied, soft-capping ignored). Returns one row
     per (layer, head): mean ``score`` over texts, its ``std``, and ``rank`` (1 = largest score).
     """
     texts = check_texts(texts)
@@ -116,7 +119,8 @@ def head_attribution(model, texts, direction=None, answers=None, layers=None, po
     for layer in layer_list:
         writes = head_writes(model, pick(f"layers.{layer}.attn.heads"), layer)  # [n, H, d]
         if answers is not None:
-            scores = (frozen_norm(final_norm, x_final, writes) * u[:, None, :]).sum(-1)
+            scores = (frozen_norm(final_norm, x_final, writes, model.adapter.norm) * u[:, None, :]).sum(-1)
+            scores = scores / model.bound.logits_divisor
         else:
             scores = writes @ _direction_at(direction, layer, model.d_model)
         for h in range(model.n_heads):
@@ -151,7 +155,7 @@ def _label(group) -> str:
 
 
 def _ablation_recipe(model, group, mode: str, renorm: bool, means) -> Steering:
-    items = []
+    items: list[Intervention] = []
     by_layer: dict[int, list[int]] = {}
     for l, h in group:
         by_layer.setdefault(l, []).append(h)

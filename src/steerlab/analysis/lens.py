@@ -1,4 +1,4 @@
-"""Logit lens (METHODS.md §10.2) and the commitment layer (§10.1).
+"""Logit lens (nostalgebraist 2020) and the commitment layer: where the answer is decided.
 
 The logit lens reads each layer's residual stream (``resid_post``) through the model's own final
 norm and unembedding, ``p_l = softmax(W_U · LN_f(h_l))``, to see what the model "would say" if it
@@ -102,7 +102,7 @@ def commitment_layer(model, text: str, target: str, contrast: str | None = None,
                      batch_size: int = 16, progress: bool | None = None) -> Commitment:
     """The commitment layer of ``text`` for ``target`` (logit lens), and with ``contrast`` the patching test.
 
-    The patching test (METHODS.md §10.1, a reconstruction) runs ``text``, writes the contrast run's
+    The patching test (a reconstruction of the published test) runs ``text``, writes the contrast run's
     ``resid_post`` at layer ``l`` over ``positions`` (default: every position but the last, i.e. the
     context the answer is read from) and measures how much of the contrast's answer comes back:
     ``restored = (m_patched − m_text) / (m_contrast − m_text)`` with ``m = logit(contrast_target) − logit(target)``.

@@ -1,6 +1,6 @@
 """Probe maps: score every layer × token position with a linear probe, and the refusal-cliff trace.
 
-A probe is a logistic-regression read-out ``sigmoid(w·h + b)`` of a hidden state (METHODS.md §6).
+A probe is a logistic-regression read-out ``sigmoid(w·h + b)`` of a hidden state.
 Fit it on one layer's last-token states of a contrastive set (positive = label 1), then apply it
 to every position of new texts, generated continuations included, to see where and when the
 concept is present. ``probe_trace`` tail-aligns the per-position scores, averages them over a

@@ -1,4 +1,4 @@
-"""Is a patched subspace real, or an interpretability illusion? (METHODS.md §13, Makelov et al.)
+"""Is a patched subspace real, or an interpretability illusion? (Makelov et al. 2023)
 
 A 1-D subspace patch along unit ``v`` writes ``h_base + ((h_src − h_base)·v) v``. Split ``v`` into
 its part in the row space of the weights that read the site (``v_row``, what downstream can see)
@@ -12,6 +12,7 @@ effect through the row-space part, and that part itself differs between source a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -22,15 +23,17 @@ from ..sites import LAYER_KINDS, normalize_layers
 from ._common import make_metric, pairs_of, resolve_position, token_ids
 from .heads import o_proj_weight
 
+if TYPE_CHECKING:
+    from ..models.model import Model
+
 PARTS = ("direction", "row_space", "null_space", "component")
 
 
-def reader_weight(model, site: str, layer: int) -> torch.Tensor:
+def reader_weight(model: Model, site: str, layer: int) -> torch.Tensor:
     """The weights ``[out, width]`` that read a site: ``W_down`` for ``mlp.neurons``, ``W_O`` for ``attn.heads``."""
     if site == "mlp.neurons":
-        module = model.bound.block_module(layer, model.adapter.down_proj)
-        w = module.weight.detach().float().cpu()
-        return w.T if type(module).__name__ == "Conv1D" else w
+        bound = model.bound
+        return bound.linear_weight(bound.projection(layer, "down_proj")).detach().float().cpu()
     if site == "attn.heads":
         return o_proj_weight(model, layer)
     raise SteerlabError(f"site={site!r} has no single reading matrix; pass reader=<tensor [out, width]> "
@@ -126,8 +129,10 @@ def subspace_check(model, base, source, direction, layer: int, site: str = "mlp.
         picked = [k for k, j in enumerate(jobs) if j[0] == part]
         effect = torch.stack([values[k] - m_base[jobs[k][1]] for k in picked]) if picked else torch.zeros(n)
         norm = None if vec is None else float(vec.norm())
-        delta = float(diff.norm(dim=-1).mean()) if vec is None else \
-            (float((diff @ (vec / vec.norm())).mean()) if norm > 1e-6 else 0.0)
+        if vec is None or norm is None:
+            delta = float(diff.norm(dim=-1).mean())
+        else:
+            delta = float((diff @ (vec / vec.norm())).mean()) if norm > 1e-6 else 0.0
         ratio = effect / torch.where(span.abs() > 1e-9, span, torch.full_like(span, float("nan")))
         rows.append({"part": part, "norm": norm, "delta": delta, "effect": float(effect.mean()),
                      "normalized": float(ratio.mean())})

@@ -6,14 +6,16 @@ Only recipes that are affine in one writer's output are exact as weight edits (s
   MLP's down projection; at ``attn_out``/``resid_mid`` a bias on the attention output projection;
   at ``embed`` (and ``resid_pre`` of layer 0) a shift of every embedding row.
 - ``Ablate`` at ``embed``, ``attn_out`` or ``mlp_out`` becomes weight orthogonalisation of that
-  writer: ``W <- (I - Q^T Q) W`` and the same for its bias (Arditi et al., METHODS.md §3.3).
+  writer: ``W <- (I - Q^T Q) W`` and the same for its bias (weight orthogonalisation, Arditi et al. 2024).
 
 Everything else is refused with the reason: rotations, norm-matched additions and clamps to a
 range depend on each token's activation; conditional steering depends on the prompt; a recipe
 restricted to some positions cannot be a weight (weights act on every token); ablating the
 residual stream at one point is not a function of one writer. In Gemma 2/3 the sub-layer outputs
 pass through a post-norm (RMSNorm with a per-channel weight) before reaching the residual stream,
-so only the embedding can be edited exactly there.
+so only the embedding can be edited exactly there. Multipliers a family applies to a writer's
+output (Granite's ``residual_multiplier``/``embedding_multiplier``, declared by its adapter) are
+folded into the edit, so additions at residual sites stay exact there.
 """
 
 from __future__ import annotations
@@ -21,19 +23,29 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import SteerlabError
 from ..interventions import Ablate, Add, Conditional, Intervention, Steering
+from ..models.adapters import Bound, Projection
 from ..models.hooks import shape_of
 from ..sites import Site
 from . import writers
-from .writers import NotBakeableError
+from .writers import NotBakeableError, Op
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from ..models.model import Model
 
 #: the sub-layer sites each writer owns, and the residual sites whose additions fold into it
 ADD_SITES = ("embed", "resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
 ABLATE_SITES = ("embed", "attn_out", "mlp_out")
+
+#: a residual writer: ``("embed",)``, ``("attn", layer)`` or ``("mlp", layer)``
+WriterKey = tuple[Any, ...]
 
 
 @dataclass
@@ -44,7 +56,7 @@ class WriterEdit:
     (``y -> y + c``); applied one after the other, as rank-k updates of the weights.
     """
 
-    ops: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    ops: list[Op] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
 
     @property
@@ -52,7 +64,7 @@ class WriterEdit:
         return any(kind == "add" for kind, _ in self.ops)
 
 
-def as_steering(steering) -> Steering:
+def as_steering(steering: Steering | Intervention) -> Steering:
     """A Steering from a Steering or a single intervention."""
     if isinstance(steering, Intervention):
         return Steering([steering])
@@ -61,26 +73,20 @@ def as_steering(steering) -> Steering:
     raise SteerlabError(f"steering must be a Steering recipe or an intervention, got {type(steering).__name__}")
 
 
-def _writer_of(bound, site: Site, what: str) -> tuple:
+def _writer_of(bound: Bound, site: Site, what: str) -> WriterKey:
     """The writer whose output an edit at ``site`` changes: ``("embed",)``, ``("attn", l)``, ``("mlp", l)``."""
     kind, layer = site.kind, site.layer
-    config = bound.model.config
-    scale_name = "embedding_multiplier" if (kind == "resid_pre" and layer == 0) else "residual_multiplier"
-    if kind.startswith("resid_") and float(getattr(config, scale_name, 1.0) or 1.0) != 1.0:
-        raise NotBakeableError(
-            f"{what} at {site.name} cannot be baked for {config.model_type}: this family multiplies what a writer "
-            f"produces by {scale_name}={getattr(config, scale_name)} before it reaches the residual stream; put the "
-            "addition on the writer's own site (embed, attn_out or mlp_out) instead"
-        )
     if kind == "embed" or (kind == "resid_pre" and layer == 0):
         return ("embed",)
+    if layer is None:  # pragma: no cover - every other bakeable kind is per-layer
+        raise NotBakeableError(f"{what} at {site.name} cannot be baked: the site has no layer")
     if kind == "resid_pre":
-        key = ("mlp", layer - 1)
+        key: WriterKey = ("mlp", layer - 1)
     elif kind in ("attn_out", "resid_mid"):
         key = ("attn", layer)
     else:
         key = ("mlp", layer)
-    which = "o_proj" if key[0] == "attn" else "down_proj"
+    which = _projection(key)
     if not writers.writes_residual_directly(bound, which):
         post = bound.adapter.attn_out if which == "o_proj" else bound.adapter.mlp_out
         raise NotBakeableError(
@@ -90,6 +96,10 @@ def _writer_of(bound, site: Site, what: str) -> tuple:
             "exactly; only edits at 'embed' are bakeable in this family"
         )
     return key
+
+
+def _projection(key: WriterKey) -> Projection:
+    return "o_proj" if key[0] == "attn" else "down_proj"
 
 
 def _check_common(item: Intervention, i: int) -> str:
@@ -103,21 +113,21 @@ def _check_common(item: Intervention, i: int) -> str:
     return name
 
 
-def plan(model, steering) -> dict[tuple, WriterEdit]:
+def plan(model: Model, steering: Steering | Intervention) -> dict[WriterKey, WriterEdit]:
     """Translate a recipe into one affine edit per writer, in the order the hooks would apply them.
 
     Raises ``NotBakeableError`` naming the first intervention that is not exactly bakeable and why.
     """
     steering = as_steering(steering)
     bound = model.bound
-    entries = []  # (site depth, recipe index, writer key, op, label)
+    entries: list[tuple[tuple[int, int], int, WriterKey, Op, str]] = []  # (depth, recipe index, writer, op, label)
     for i, item in enumerate(steering):
         name = _check_common(item, i)
         if isinstance(item, Add):
             if item.norm_match:
                 raise NotBakeableError(f"{name} has norm_match=True: rescaling each token to its own norm is not "
                                        "linear, so no weight edit reproduces it")
-            sites_ok = ADD_SITES
+            sites_ok: tuple[str, ...] = ADD_SITES
         elif isinstance(item, Ablate):
             sites_ok = ABLATE_SITES
         else:
@@ -132,7 +142,7 @@ def plan(model, steering) -> dict[tuple, WriterEdit]:
             params = item.params(site, shape_of(bound, site))
             op = ("add", params["delta"].double()) if isinstance(item, Add) else ("ablate", params["basis"].double())
             entries.append((site.depth(bound.n_layers), i, key, op, f"{type(item).__name__}@{site.name}"))
-    edits: dict[tuple, WriterEdit] = {}
+    edits: dict[WriterKey, WriterEdit] = {}
     for _depth, _i, key, op, label in sorted(entries, key=lambda e: (e[0], e[1])):
         edit = edits.setdefault(key, WriterEdit())
         edit.ops.append(op)
@@ -158,31 +168,31 @@ def _site_reason(item: Intervention, site: Site) -> str:
             f"(bakeable sites: {', '.join(ADD_SITES)})")
 
 
-def apply(hf, bound, family: str, edits: dict[tuple, WriterEdit]) -> dict:
+def apply(hf: PreTrainedModel, bound: Bound, edits: dict[WriterKey, WriterEdit]) -> dict[str, Any]:
     """Apply planned edits to ``hf`` (a copy) in place; return what was changed, for provenance."""
-    changes: dict = {"switches": [], "untied": False}
+    changes: dict[str, Any] = {"switches": [], "untied": False}
     if ("embed",) in edits:
         changes["untied"] = writers.untie_embeddings(hf)
-    for kind, which in (("attn", "o_proj"), ("mlp", "down_proj")):
+    for kind in ("attn", "mlp"):
+        which = _projection((kind,))
         if any(k[0] == kind and e.adds for k, e in edits.items()):
             switch = writers.ensure_bias(hf, bound, which)
             if switch:
                 changes["switches"].append(switch)
     for key, edit in edits.items():
         if key == ("embed",):
-            writers.edit_embeddings(hf, family, edit.ops)
+            writers.edit_embeddings(hf, bound, edit.ops)
         else:
-            which = "o_proj" if key[0] == "attn" else "down_proj"
-            module = hf.get_submodule(writers.projection_path(bound, which, key[1]))
-            writers.edit_projection(module, edit.ops)
+            module = hf.get_submodule(writers.projection_path(bound, _projection(key), key[1]))
+            writers.edit_projection(bound, module, edit.ops)
     return changes
 
 
-def attach_tokenizer(hf, tokenizer) -> None:
+def attach_tokenizer(hf: Any, tokenizer: Any) -> None:
     """Make ``hf.save_pretrained(path)`` also write ``tokenizer`` to ``path``."""
     original = hf.save_pretrained
 
-    def save_pretrained(save_directory, *args, **kwargs):
+    def save_pretrained(save_directory: Any, *args: Any, **kwargs: Any) -> Any:
         result = original(save_directory, *args, **kwargs)
         tokenizer.save_pretrained(save_directory)
         return result
@@ -191,7 +201,7 @@ def attach_tokenizer(hf, tokenizer) -> None:
     hf.save_pretrained = save_pretrained
 
 
-def bake(model, steering, verify: bool = True):
+def bake(model: Model, steering: Steering | Intervention, verify: bool = True) -> PreTrainedModel:
     """A transformers model with ``steering`` folded into its weights; the original is not changed.
 
     ``model`` is a steerlab ``Model``; ``steering`` a ``Steering`` or one intervention. The result's
@@ -208,7 +218,7 @@ def bake(model, steering, verify: bool = True):
         raise SteerlabError("steering is empty; give at least one intervention to bake")
     edits = plan(model, steering)
     hf = copy.deepcopy(model.hf_model)
-    changes = apply(hf, model.bound, model.family, edits)
+    changes = apply(hf, model.bound, edits)
     hf.config.steerlab = {
         "baked": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "version": __version__, "from": model.name,
         "edits": {_key_name(k): e.sources for k, e in edits.items()}, **changes,
@@ -219,14 +229,15 @@ def bake(model, steering, verify: bool = True):
     return hf
 
 
-def _key_name(key: tuple) -> str:
+def _key_name(key: WriterKey) -> str:
     return "embed" if key == ("embed",) else f"layers.{key[1]}.{'attn_out' if key[0] == 'attn' else 'mlp_out'}"
 
 
 PROBES = ["The quick brown fox jumps over the lazy dog.", "Hello"]
 
 
-def check_equivalent(model, steering, hf, texts=PROBES) -> float:
+def check_equivalent(model: Model, steering: Steering | Intervention, hf: PreTrainedModel,
+                     texts: list[str] = PROBES) -> float:
     """Max |baked - hook-steered| next-token logit over ``texts``, relative to the logit scale.
 
     Raises ``SteerlabError`` when above 1e-3 (float32) or 5e-2 (half precision).

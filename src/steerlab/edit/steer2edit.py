@@ -1,4 +1,4 @@
-"""Steer2Edit (Sun et al., METHODS.md §2): turn a contrastive set into sparse rank-1 weight edits.
+"""Steer2Edit (Sun et al.): turn a contrastive set into sparse rank-1 weight edits.
 
 For each layer, the steering vector of a sub-layer is the difference of the mean outputs of its
 output projection over positive and negative texts: ``v = W (m⁺ - m⁻)`` where ``m`` is the mean
@@ -21,13 +21,19 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import SteerlabError
+from ..models.adapters import Projection
 from ..sites import normalize_layers
-from . import writers
 from .bake import attach_tokenizer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..models.model import Model
 
 
 @dataclass
@@ -37,10 +43,10 @@ class Steer2EditResult:
     ``g``, ``lam`` the signed magnitude, ``delta_norm`` = ‖ΔW‖_F), the per-layer steering vectors
     (``{"attn": {layer: v}, "mlp": {layer: v}}``) and the settings used."""
 
-    model: object
-    edits: object
+    model: Any
+    edits: pd.DataFrame
     vectors: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line per layer: how many heads and neurons were edited and the total ‖ΔW‖."""
@@ -55,21 +61,22 @@ class Steer2EditResult:
         return "\n".join(lines)
 
 
-def elastic_net(g: torch.Tensor, rho: float, alpha: float) -> torch.Tensor:
+def elastic_net(g: torch.Tensor, rho: float | None, alpha: float) -> torch.Tensor:
     """``λ = sign(g) max(|g| - ρα, 0) / (ρ(1-α))``; zeros when ``ρ <= 0`` (that kind switched off)."""
     if rho is None or rho <= 0:
         return torch.zeros_like(g)
     return torch.sign(g) * torch.clamp(g.abs() - rho * alpha, min=0.0) / (rho * (1.0 - alpha))
 
 
-def _means(model, texts, layers, positions, batch_size) -> dict[str, torch.Tensor]:
+def _means(model: Model, texts: list[str], layers: list[int], positions: str,
+           batch_size: int) -> dict[str, torch.Tensor]:
     acts = model.capture(texts, sites=["attn.heads", "mlp.neurons"], layers=layers, positions=positions,
                          batch_size=batch_size, progress=False)
     return {name: acts[name].double().flatten(1).mean(0) for name in acts.sites}
 
 
-def steer2edit(model, pairs, rho_attn: float = 0.18, rho_mlp: float = 0.55, alpha: float = 0.8, layers=None,
-               positions: str = "mean", batch_size: int = 8) -> Steer2EditResult:
+def steer2edit(model: Model, pairs: Any, rho_attn: float | None = 0.18, rho_mlp: float | None = 0.55,
+               alpha: float = 0.8, layers: Any = None, positions: str = "mean", batch_size: int = 8) -> Steer2EditResult:
     """Steer2Edit rank-1 edits of every attention head and MLP neuron of ``layers`` (default all).
 
     ``pairs`` is a ``ContrastiveSet`` (positive = the behaviour wanted). Defaults are the authors'
@@ -90,13 +97,15 @@ def steer2edit(model, pairs, rho_attn: float = 0.18, rho_mlp: float = 0.55, alph
     neg = _means(model, pairs.negative, layer_list, positions, batch_size)
 
     hf = copy.deepcopy(model.hf_model)
-    rows, vectors = [], {"attn": {}, "mlp": {}}
+    rows: list[dict[str, Any]] = []
+    vectors: dict[str, dict[int, torch.Tensor]] = {"attn": {}, "mlp": {}}
+    kinds: tuple[tuple[str, str, Projection, float | None], ...] = (
+        ("attn", "attn.heads", "o_proj", rho_attn), ("mlp", "mlp.neurons", "down_proj", rho_mlp))
     for layer in layer_list:
-        for kind, site, which, rho in (("attn", "attn.heads", "o_proj", rho_attn),
-                                       ("mlp", "mlp.neurons", "down_proj", rho_mlp)):
+        for kind, site, which, rho in kinds:
             name = f"layers.{layer}.{site}"
-            module = hf.get_submodule(writers.projection_path(bound, which, layer))
-            W = writers.out_in(module).detach().double()  # [d_model, d_in]
+            module = hf.get_submodule(bound.projection_path(layer, which))
+            W = bound.linear_weight(module).detach().double()  # [d_model, d_in]
             v = W @ (pos[name] - neg[name])
             vectors[kind][layer] = v.float()
             if rho is None or rho <= 0:
@@ -110,7 +119,7 @@ def steer2edit(model, pairs, rho_attn: float = 0.18, rho_mlp: float = 0.55, alph
             else:
                 delta, found = _neuron_edits(W, vhat, xbar, rho, alpha)
             if found:
-                writers.set_out_in(module, W + delta)
+                bound.adapter.set_linear_weight(module, W + delta)
                 rows.extend({"layer": layer, **row} for row in found)
     attach_tokenizer(hf, model.tokenizer)
     settings = {"rho_attn": rho_attn, "rho_mlp": rho_mlp, "alpha": alpha, "layers": layer_list,
@@ -122,7 +131,8 @@ def steer2edit(model, pairs, rho_attn: float = 0.18, rho_mlp: float = 0.55, alph
     return Steer2EditResult(model=hf, edits=edits, vectors=vectors, settings=settings)
 
 
-def _head_edits(W, vhat, xbar, n_heads, rho, alpha):
+def _head_edits(W: torch.Tensor, vhat: torch.Tensor, xbar: torch.Tensor, n_heads: int, rho: float,
+                alpha: float) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """ΔW for the heads whose λ is non-zero, and a report row for each."""
     d_head = W.shape[1] // n_heads
     blocks = W.view(W.shape[0], n_heads, d_head)  # [d, heads, d_head]
@@ -142,7 +152,8 @@ def _head_edits(W, vhat, xbar, n_heads, rho, alpha):
     return delta, rows
 
 
-def _neuron_edits(W, vhat, xbar, rho, alpha):
+def _neuron_edits(W: torch.Tensor, vhat: torch.Tensor, xbar: torch.Tensor, rho: float,
+                  alpha: float) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """ΔW for the neurons whose λ is non-zero, and a report row for each."""
     g = torch.nn.functional.cosine_similarity(W * xbar[None], vhat[:, None], dim=0)
     lam = elastic_net(g, rho, alpha)

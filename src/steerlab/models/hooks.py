@@ -113,7 +113,6 @@ class HookSession:
 
     def _attach(self) -> None:
         b = self.bound
-        a = b.adapter
         points: dict[tuple[nn.Module, str], list[Callable]] = defaultdict(list)
         stop_point = None
 
@@ -124,47 +123,28 @@ class HookSession:
         def site_stage(site: Site):
             ops = self.ops[site]
             # context-free ops run as bare functions of x (no context, no dispatch)
-            directs = [op.direct(shape_of(b, site)) if hasattr(op, "direct") else None for op in ops]
-            if all(directs):
+            directs = [op.direct(shape_of(b, site)) for op in ops if hasattr(op, "direct")]
+            directs = [fn for fn in directs if fn is not None]
+            if len(directs) == len(ops):
                 return directs[0] if len(directs) == 1 else functools.partial(_chain, directs)
             if len(ops) == 1:
                 (op,) = ops
                 return lambda x: op(x, self.ctx)
             return lambda x: _run(ops, x, self.ctx)
 
+        # where each site lives comes from the adapter's table (module, side, multiplier)
         for site in sorted(self.ops, key=lambda s: s.depth(b.n_layers)):
-            kind, layer = site.kind, site.layer
-            if kind == "embed":
-                point = add(b.module(a.embed), "out", site_stage(site))
-            elif kind == "final":
-                point = add(b.module(a.final_norm), "out", site_stage(site))
-            elif kind == "logits":
-                point = add(b.model, "logits", site_stage(site))
-            else:
+            at_module, at_side, scale = b.locate(site)
+            if site.kind == "resid_mid" and site.layer is not None:  # a per-layer kind always has a layer
+                layer = site.layer
                 block = b.blocks[layer]
-                if kind == "resid_pre":
-                    point = add(block, "in", site_stage(site))
-                elif kind == "attn_in":
-                    point = add(block.get_submodule(a.attn_norm), "out", site_stage(site))
-                elif kind == "attn.heads":
-                    point = add(block.get_submodule(a.o_proj), "in", self._heads_stage(site))
-                elif kind == "attn_out":
-                    point = add(block.get_submodule(a.attn_out), "out", site_stage(site))
-                elif kind == "resid_mid":
-                    if b.parallel:  # the virtual sum needs resid_pre as the block received it
-                        add(block, "in", self._stash_stage(layer))
-                    point = self._add_mid(add, block, site)
-                    add(block, "out", self._mid_delta_stage(layer))
-                elif kind == "mlp_in":
-                    point = add(block.get_submodule(a.mlp_norm), "out", site_stage(site))
-                elif kind == "mlp.neurons":
-                    point = add(block.get_submodule(a.down_proj), "in", site_stage(site))
-                elif kind == "mlp_out":
-                    point = add(block.get_submodule(a.mlp_out), "out", site_stage(site))
-                elif kind == "resid_post":
-                    point = add(block, "out", site_stage(site))
-                else:  # pragma: no cover - sites.py lists every kind
-                    raise AssertionError(kind)
+                if b.parallel:  # the virtual sum needs resid_pre as the block received it
+                    add(block, "in", self._stash_stage(layer))
+                point = self._add_mid(add, site)
+                add(block, "out", self._mid_delta_stage(layer))
+            else:
+                stage = self._heads_stage(site) if site.kind == "attn.heads" else site_stage(site)
+                point = add(at_module, at_side, stage if scale == 1.0 else _scaled(stage, scale))
             if site == self.stop_after:
                 stop_point = point
         if stop_point is not None:
@@ -185,19 +165,21 @@ class HookSession:
 
         return stage
 
-    def _add_mid(self, add, block, site: Site):
+    def _add_mid(self, add, site: Site):
         ops, layer = self.ops[site], site.layer
         key = ("mid_delta", layer)
 
         if self.bound.parallel:
-            def stage(attn):
-                mid = self.ctx.memo[("resid_pre", layer)] + attn
+            attn_module, side, scale = self.bound.locate(Site("attn_out", layer))
+
+            def parallel_stage(attn):
+                mid = self.ctx.memo[("resid_pre", layer)] + (attn if scale == 1.0 else attn * scale)
                 new = _run(ops, mid, self.ctx)
                 if new is not mid:
                     self.ctx.memo[key] = new - mid
                 return attn
 
-            return add(block.get_submodule(self.bound.adapter.attn_out), "out", stage)
+            return add(attn_module, side, parallel_stage)
 
         def stage(mid):
             new = _run(ops, mid, self.ctx)
@@ -205,7 +187,8 @@ class HookSession:
                 self.ctx.memo[key] = new - mid
             return new
 
-        return add(block.get_submodule(self.bound.adapter.mlp_norm), "in", stage)
+        module, side, _ = self.bound.locate(site)
+        return add(module, side, stage)
 
     def _mid_delta_stage(self, layer: int):
         key = ("mid_delta", layer)
@@ -222,6 +205,17 @@ class HookSession:
             return x
 
         return stage
+
+
+def _scaled(stage: Callable, scale: float) -> Callable:
+    """Run ``stage`` on ``scale * x`` (what the residual stream receives from a module whose output the
+    family multiplies, e.g. Granite's ``residual_multiplier``); a change is written back divided by ``scale``."""
+    def run(x):
+        seen = x * scale
+        y = stage(seen)
+        return x if y is seen else x + (y - seen) / scale
+
+    return run
 
 
 def _raise_stop(x):

@@ -1,6 +1,10 @@
-"""GPT-2: learned absolute positions (the embed site is token + position embedding), Conv1D projections."""
+"""GPT-2: learned absolute positions (the embed site is token + position embedding, read after the
+embedding dropout), LayerNorm, and ``Conv1D`` projections that store their weights as ``[in, out]``.
 
-from .base import Adapter
+Every projection already has a bias, so no config switch is needed to bake an addition.
+"""
+
+from .base import LAYER_NORM, Adapter
 
 GPT2 = Adapter(
     family="gpt2",
@@ -14,4 +18,7 @@ GPT2 = Adapter(
     mlp_out="mlp",
     o_proj="attn.c_proj",
     down_proj="mlp.c_proj",
+    norm=LAYER_NORM,
+    transposed_weights=True,
+    position_embed="transformer.wpe",
 )

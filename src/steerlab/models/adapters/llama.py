@@ -1,10 +1,15 @@
-"""Llama-like pre-norm decoders: Llama, Mistral, Qwen2, Qwen3, SmolLM (and others with the same layout)."""
+"""Llama-like pre-norm decoders: Llama, Mistral, Qwen2, Qwen3, SmolLM2/3 (the same layout and RMSNorm).
 
-from .base import Adapter
+SmolLM3 leaves rotary positions out of some layers (NoPE); that is inside attention and changes no site.
+A bias is added to ``o_proj``/``down_proj`` through the config's ``attention_bias``/``mlp_bias``
+where the family's config has them (Qwen2 and Qwen3 lack one or both: such additions are refused).
+"""
+
+from .base import RMS, Adapter
 
 LLAMA = Adapter(
     family="llama",
-    model_types=("llama", "mistral", "qwen2", "qwen3", "smollm3", "olmo", "granite"),
+    model_types=("llama", "mistral", "qwen2", "qwen3", "smollm3"),
     layers="model.layers",
     embed="model.embed_tokens",
     final_norm="model.norm",
@@ -14,4 +19,6 @@ LLAMA = Adapter(
     mlp_out="mlp",
     o_proj="self_attn.o_proj",
     down_proj="mlp.down_proj",
+    norm=RMS,
+    bias_switches={"o_proj": ("attention_bias",), "down_proj": ("mlp_bias",)},
 )
