@@ -77,7 +77,7 @@ class HookSession:
         self.ops = {site: list(v) for site, v in ops.items() if v}
         self.tracker = tracker
         self.stop_after = stop_after
-        self.ctx: StepContext | None = None
+        self.ctx: StepContext  # set by each forward pass's pre-hook before any site runs
         self.handles: list = []
         #: run the hooks eagerly inside a ``torch.compile``d model (a graph break at each hooked
         #: module), so a compiled forward is reused across calls whatever the recipe
