@@ -58,7 +58,7 @@ def run(sl, model, runs: int = 5, new_tokens: int = 64, batches=(1, 8), log=prin
         got = compare_many(f"generate/b{batch}", plain_generate(model, prompts, new_tokens), candidates,
                            runs=runs, work=batch * new_tokens, unit="token", targets=TARGETS,
                            note=f"greedy, {new_tokens} new tokens, batch {batch}, vs plain hf_model.generate",
-                           warmup=lambda n: warm[n]())
+                           warmup=lambda n, warm=warm: warm[n]())
         for cmp in got:
             log(cmp)
         results.extend(got)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-SHAPE = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-             num_key_value_heads=8, max_position_embeddings=4096, tie_word_embeddings=False)
+SHAPE = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+         "num_key_value_heads": 8, "max_position_embeddings": 4096, "tie_word_embeddings": False}
 
 
 def random_llama(sl, dtype=torch.bfloat16, device="cuda"):

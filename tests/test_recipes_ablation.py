@@ -26,7 +26,7 @@ def test_one_vector_everywhere(tiny_llama):
 def test_per_layer_vectors_and_layers():
     d = Direction({0: torch.ones(8), 2: torch.arange(8.0)})
     steer = sl.recipes.directional_ablation(d)
-    embed, attn, mlp = steer.interventions
+    embed, attn, _mlp = steer.interventions
     assert torch.equal(embed.direction, torch.ones(8))
     assert attn.targets(4) == [Site("attn_out", 0), Site("attn_out", 2)]
     only = sl.recipes.directional_ablation(d, layers=[2])

@@ -70,8 +70,8 @@ class Job:
         return encode(tok, texts, add_special_tokens=False)
 
     def gen_kwargs(self, tok) -> dict:
-        return dict(max_new_tokens=self.tokens, min_new_tokens=self.tokens, do_sample=False,
-                    pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
+        return {"max_new_tokens": self.tokens, "min_new_tokens": self.tokens, "do_sample": False,
+                "pad_token_id": tok.pad_token_id, "temperature": None, "top_p": None, "top_k": None}
 
     def plain_generate(self, model, tok, batch: int):
         enc = self.chat(tok, self.prompts(batch))
@@ -119,7 +119,7 @@ class Job:
         for group in self.pending.values():
             fns = {"__baseline__": group["baseline"], **{t: c for t, (c, _, _) in group["tasks"].items()}}
             # the candidates have run once already (their outputs were kept): warm the baseline only
-            times = rounds(fns, self.runs, warmup=lambda name: fns[name]() if name == "__baseline__" else None)
+            times = rounds(fns, self.runs, warmup=lambda name, fns=fns: fns[name]() if name == "__baseline__" else None)
             for task, (_, work, note) in group["tasks"].items():
                 cmp = paired(task, times, "__baseline__", task, work=work, note=note)
                 self.results[task] = cmp.summary()

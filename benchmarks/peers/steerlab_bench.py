@@ -35,7 +35,7 @@ for task in job.spec["tasks"]:
         layers = list(range(n)) if task == "capture_all" else list(range(n // 2))
         texts = job.spec["texts"]
 
-        def captured(layers=layers):
+        def captured(layers=layers, texts=texts):
             acts = model.capture(texts, sites="resid_post", layers=layers, batch_size=16, progress=False)
             return acts.stack("resid_post")
 

@@ -7,9 +7,15 @@ Every strength of every prompt runs in one batch (one recipe per row).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from .interventions import Steering
+    from .models import Model
 
 DEFAULT_STRENGTHS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
@@ -37,12 +43,13 @@ def sentiment_scores(texts: list[str]) -> list[float]:
     return [analyzer.polarity_scores(t)["compound"] for t in texts]
 
 
-def run_demo(model=None, n_prompts: int = 5, strengths=DEFAULT_STRENGTHS, max_new_tokens: int = 40,
-             k_layers: int = 3, log=print, progress: bool | None = None) -> DemoResult:
+def run_demo(model: Model | None = None, n_prompts: int = 5, strengths: Sequence[float] = DEFAULT_STRENGTHS,
+             max_new_tokens: int = 40, k_layers: int = 3, log: Callable[[str], object] = print,
+             progress: bool | None = None) -> DemoResult:
     """Extract the sentiment direction on the embedded model and steer with it (see module docstring)."""
     import steerlab as sl
 
-    timings = {}
+    timings: dict[str, float] = {}
     t = time.perf_counter()
     if model is None:
         log("loading the embedded model (SmolLM2-135M-Instruct) ...")
@@ -59,7 +66,8 @@ def run_demo(model=None, n_prompts: int = 5, strengths=DEFAULT_STRENGTHS, max_ne
     timings["extract"] = time.perf_counter() - t
 
     prompts = sl.data.prompts("neutral")[:n_prompts]
-    rows, recipes = [], []
+    rows: list[dict[str, object]] = []
+    recipes: list[Steering | None] = []
     for strength in strengths:
         for prompt in prompts:
             rows.append({"strength": float(strength), "prompt": prompt})

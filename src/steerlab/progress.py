@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -15,7 +15,8 @@ def _enabled(progress: bool | None) -> bool:
 
 
 @contextmanager
-def bar(description: str, total: int, progress: bool | None = None, delay: float = 1.0) -> Iterator:
+def bar(description: str, total: int, progress: bool | None = None,
+        delay: float = 1.0) -> Iterator[Callable[..., None]]:
     """Yield an ``advance(n=1)`` function; a bar appears after ``delay`` seconds when enabled."""
     if not _enabled(progress) or total <= 0:
         yield lambda n=1: None
@@ -25,27 +26,31 @@ def bar(description: str, total: int, progress: bool | None = None, delay: float
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        TaskID,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
 
     started = time.monotonic()
-    state = {"bar": None, "done": 0, "task": None}
+    shown: Progress | None = None
+    task = TaskID(0)
+    done = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
 
     def advance(n: int = 1) -> None:
-        state["done"] += n
-        if state["bar"] is None and time.monotonic() - started > delay:
-            state["bar"] = Progress(*columns, console=Console(stderr=True), transient=True)
-            state["bar"].start()
-            state["task"] = state["bar"].add_task(description, total=total, completed=state["done"])
-        elif state["bar"] is not None:
-            state["bar"].update(state["task"], completed=state["done"])
+        nonlocal shown, task, done
+        done += n
+        if shown is None and time.monotonic() - started > delay:
+            shown = Progress(*columns, console=Console(stderr=True), transient=True)
+            shown.start()
+            task = shown.add_task(description, total=total, completed=done)
+        elif shown is not None:
+            shown.update(task, completed=done)
 
     try:
         yield advance
     finally:
-        if state["bar"] is not None:
-            state["bar"].stop()
+        if shown is not None:
+            shown.stop()

@@ -12,10 +12,14 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DataError
 from .contrastive import ContrastiveSet
 from .loaders import FILE_KINDS, from_file, from_jsonl
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 BUNDLED = {
     "sentiment": "sentiment.jsonl",     # positive / happy  vs  the same sentence, negative / sad
@@ -75,7 +79,7 @@ def _bundled(key: str, name: str | None) -> ContrastiveSet:
     return pairs
 
 
-def _bundled_file(filename: str):
+def _bundled_file(filename: str) -> Traversable:
     item = resources.files(__package__).joinpath("bundled").joinpath(filename)
     if not item.is_file():
         raise DataError(f"bundled file {filename!r} is missing from the steerlab install; reinstall steerlab")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import DataError
@@ -18,7 +19,7 @@ class ContrastiveSet:
     name: str = "custom"
     meta: dict = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.positive = _strings(self.positive, "positive")
         self.negative = _strings(self.negative, "negative")
         if len(self.positive) != len(self.negative):
@@ -32,7 +33,7 @@ class ContrastiveSet:
     def __len__(self) -> int:
         return len(self.positive)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(zip(self.positive, self.negative))
 
     @property
@@ -47,7 +48,8 @@ class ContrastiveSet:
         """Name, size and hash, for provenance."""
         return {"name": self.name, "pairs": len(self), "hash": self.hash}
 
-    def subset(self, indices) -> ContrastiveSet:
+    def subset(self, indices: Iterable[int]) -> ContrastiveSet:
+        """The pairs at ``indices``, in that order (same name and a copy of ``meta``)."""
         idx = list(indices)
         return ContrastiveSet([self.positive[i] for i in idx], [self.negative[i] for i in idx], self.name,
                               dict(self.meta))
@@ -65,13 +67,13 @@ class ContrastiveSet:
         train.name, held.name = f"{self.name}[train]", f"{self.name}[test]"
         return train, held
 
-    def map(self, fn) -> ContrastiveSet:
+    def map(self, fn: Callable[[str], str]) -> ContrastiveSet:
         """Apply ``fn`` to every text (e.g. wrap it in a template)."""
         return ContrastiveSet([fn(t) for t in self.positive], [fn(t) for t in self.negative], self.name,
                               dict(self.meta))
 
 
-def _strings(values, what: str) -> list[str]:
+def _strings(values: Iterable[str], what: str) -> list[str]:
     if isinstance(values, str):
         raise DataError(f"{what} must be a list of strings, not one string")
     out = list(values)

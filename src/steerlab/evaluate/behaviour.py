@@ -2,7 +2,7 @@
 
 - ``Sentiment``: VADER's compound score (−1 … +1) of each generation, an outside lexicon scorer.
 - ``RefusalSubstring``: share of generations containing a refusal phrase (Arditi et al.'s list style).
-- ``RefusalScore``: the refusal log-odds at the prompt's last position under the recipe (§3.3).
+- ``RefusalScore``: the refusal log-odds at the prompt's last position under the recipe (Arditi et al.).
 - ``ProbeScore``: a probe's logit on each generation, read by the *unsteered* model (what the text
   says, not what the steering did to the activations).
 - ``Length``: mean number of generated tokens.
@@ -10,9 +10,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
+from typing import ClassVar
+
 import torch
 
-from ..directions import probe_score
+from ..directions import Direction, probe_score
+from ..interventions import Steering
+from ..models import Model
 from ..recipes.scores import LogitScore, refusal_logit_score
 from .scorer import Generations, Scorer, mean, model_key, standard_error
 
@@ -34,7 +39,7 @@ def vader_compound(texts: list[str]) -> list[float]:
     return [analyzer.polarity_scores(t)["compound"] for t in texts]
 
 
-def is_refusal(text: str, substrings=REFUSAL_SUBSTRINGS) -> bool:
+def is_refusal(text: str, substrings: Iterable[str] = REFUSAL_SUBSTRINGS) -> bool:
     """Whether ``text`` contains one of ``substrings`` (case-insensitive)."""
     low = text.lower().replace("’", "'")
     return any(s in low for s in substrings)
@@ -44,9 +49,10 @@ class Sentiment(Scorer):
     """Mean VADER compound score of the generations (higher = more positive), and its standard error
     over prompts (``sentiment_se``: sample standard deviation / sqrt(n), to judge differences)."""
 
-    columns = {"sentiment": True, "sentiment_se": None}
+    columns: ClassVar[dict[str, bool | None]] = {"sentiment": True, "sentiment_se": None}
 
-    def score(self, model, recipes, generations: Generations):
+    def score(self, model: Model, recipes: Sequence[Steering | None],
+              generations: Generations) -> dict[str, list[float]]:
         scores = [vader_compound(texts) for texts in generations.texts]
         return {"sentiment": [mean(s) for s in scores], "sentiment_se": [standard_error(s) for s in scores]}
 
@@ -54,13 +60,14 @@ class Sentiment(Scorer):
 class RefusalSubstring(Scorer):
     """Share of generations that contain a refusal phrase."""
 
-    columns = {"refusal_rate": True}
+    columns: ClassVar[dict[str, bool | None]] = {"refusal_rate": True}
 
-    def __init__(self, substrings=REFUSAL_SUBSTRINGS):
+    def __init__(self, substrings: Iterable[str] = REFUSAL_SUBSTRINGS) -> None:
         super().__init__()
         self.substrings = tuple(s.lower() for s in substrings)
 
-    def score(self, model, recipes, generations: Generations):
+    def score(self, model: Model, recipes: Sequence[Steering | None],
+              generations: Generations) -> dict[str, list[float]]:
         return {"refusal_rate": [mean([is_refusal(t, self.substrings) for t in texts])
                                  for texts in generations.texts]}
 
@@ -68,20 +75,21 @@ class RefusalSubstring(Scorer):
 class RefusalScore(Scorer):
     """Mean refusal log-odds at the last prompt position of the sweep's prompts, under each recipe."""
 
-    columns = {"refusal_score": True}
+    columns: ClassVar[dict[str, bool | None]] = {"refusal_score": True}
 
-    def __init__(self, score: LogitScore | None = None, batch_size: int = 32):
+    def __init__(self, score: LogitScore | None = None, batch_size: int = 32) -> None:
         super().__init__()
         self.logit_score = score
         self.batch_size = batch_size
 
-    def score(self, model, recipes, generations: Generations):
+    def score(self, model: Model, recipes: Sequence[Steering | None],
+              generations: Generations) -> dict[str, list[float]]:
         score = self.logit_score or refusal_logit_score(model.tokenizer)
         prompts = generations.prompts
         baseline = self.cached((model_key(model), tuple(prompts)),
                                lambda: float(score.of(model, prompts, None, self.batch_size).mean()))
         steered = [r for r in recipes if r is not None]
-        values = iter([])
+        values: Iterator[float] = iter([])
         if steered:
             rows = [r for r in steered for _ in prompts]
             flat = score.of(model, [p for _ in steered for p in prompts], rows, self.batch_size)
@@ -92,16 +100,17 @@ class RefusalScore(Scorer):
 class ProbeScore(Scorer):
     """Mean logit of a probe (``sl.directions.probe``) on the generated texts at ``layer``."""
 
-    columns = {"probe": True}
+    columns: ClassVar[dict[str, bool | None]] = {"probe": True}
 
-    def __init__(self, direction, layer: int, site: str = "resid_post", batch_size: int = 32):
+    def __init__(self, direction: Direction, layer: int, site: str = "resid_post", batch_size: int = 32) -> None:
         super().__init__()
         self.direction = direction
         self.layer = int(layer)
         self.site = site
         self.batch_size = batch_size
 
-    def score(self, model, recipes, generations: Generations):
+    def score(self, model: Model, recipes: Sequence[Steering | None],
+              generations: Generations) -> dict[str, list[float]]:
         name = f"layers.{self.layer}.{self.site}"
         flat = [t for texts in generations.texts for t in texts]
         keep = [i for i, t in enumerate(flat) if t.strip()]
@@ -117,7 +126,8 @@ class ProbeScore(Scorer):
 class Length(Scorer):
     """Mean number of generated tokens (a behaviour for verbosity steering)."""
 
-    columns = {"length": True}
+    columns: ClassVar[dict[str, bool | None]] = {"length": True}
 
-    def score(self, model, recipes, generations: Generations):
+    def score(self, model: Model, recipes: Sequence[Steering | None],
+              generations: Generations) -> dict[str, list[float]]:
         return {"length": [mean([len(t) for t in toks]) for toks in generations.tokens]}

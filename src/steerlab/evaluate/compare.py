@@ -9,23 +9,28 @@ sizes of every split are recorded in ``Comparison.data``.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 import torch
 
-from ..data import load, reference_text
+from ..data import ContrastiveSet, load, reference_text
 from ..directions import probe, probe_score
 from ..errors import SteerlabError
+from ..interventions import Steering
+from ..models import Model
 from ..recipes import FitContext, Fitted, fit, method_names, spec
 from ..recipes.cast import condition_fires
 from .behaviour import ProbeScore
 from .frontier import frontier
 from .sweep import sweep
 from .task import TaskAccuracy, arithmetic_items
-from .tasks import neutral_split, task_for
+from .tasks import Task, neutral_split, task_for
 from .utility import KL, Fluency, Perplexity
 
 #: What ``steerlab compare`` runs by default: every method it knows.
@@ -44,11 +49,11 @@ class Comparison:
     frontier: pd.DataFrame
     samples: pd.DataFrame
     layer_sweep: pd.DataFrame
-    methods: dict
-    recipes: dict
-    data: dict
-    settings: dict
-    timings: dict = field(default_factory=dict)
+    methods: dict[str, dict[str, Any]]
+    recipes: dict[tuple[str, float], Steering | None]
+    data: dict[str, Any]
+    settings: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -87,7 +92,7 @@ class Comparison:
         return pd.DataFrame(rows)
 
 
-def _hash_texts(texts) -> str:
+def _hash_texts(texts: Iterable[str]) -> str:
     h = hashlib.sha256()
     for t in texts:
         h.update(t.encode() + b"\0")
@@ -98,19 +103,22 @@ def _baseline() -> Fitted:
     return Fitted("baseline", "none", (0.0,), lambda s: None, {"note": "the unsteered model"})
 
 
-def compare(model, dataset="sentiment", methods=DEFAULT_METHODS, n_prompts: int = 16, n_kl_prompts: int = 8,
-            max_new_tokens: int = 40, test: float = 0.25, seed: int = 0, strengths: dict | None = None,
-            utility: str = "perplexity", ppl_tokens: int | None = 256, n_task: int = 24,
-            selection_stride: int = 1, model_source: str | None = None, log=None) -> Comparison:
+def compare(model: Model, dataset: str | os.PathLike | ContrastiveSet = "sentiment",
+            methods: Iterable[str] = DEFAULT_METHODS, n_prompts: int = 16, n_kl_prompts: int = 8,
+            max_new_tokens: int = 40, test: float = 0.25, seed: int = 0,
+            strengths: Mapping[str, Sequence[float]] | None = None, utility: str = "perplexity",
+            ppl_tokens: int | None = 256, n_task: int = 24, selection_stride: int = 1,
+            model_source: str | None = None, log: Callable[[str], object] | None = None) -> Comparison:
     """Run the comparison (module docstring) and return a ``Comparison``.
 
     ``dataset``: a bundled name or a pairs file (``sl.data.load``). ``methods``: names from
     ``sl.recipes.method_names()``. ``strengths``: ``{method: [values]}`` overriding the default
     grids. ``utility``: the frontier's cost axis, ``"perplexity"`` or ``"kl"``. ``selection_stride``:
-    score every k-th layer's candidate in the §3.3 selection. ``model_source``: what ``sl.load`` was
-    given (for the report's reproduction snippet). ``log``: a callable receiving progress lines.
+    score every k-th layer's candidate when choosing the refusal-style direction (Arditi et al.'s
+    selection). ``model_source``: what ``sl.load`` was given (for the report's reproduction snippet).
+    ``log``: a callable receiving progress lines.
     """
-    say = log or (lambda message: None)
+    say: Callable[[str], object] = log or (lambda message: None)
     methods = list(methods)
     for name in methods:
         spec(name)
@@ -121,7 +129,9 @@ def compare(model, dataset="sentiment", methods=DEFAULT_METHODS, n_prompts: int 
     if n_prompts < 1 or n_kl_prompts < 1:
         raise SteerlabError("n_prompts and n_kl_prompts must be at least 1")
     strengths = dict(strengths or {})
-    timings, notes, started = {}, [], time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    started = time.perf_counter()
     pairs = load(dataset)
     train, held = pairs.split(test, seed)
     task = task_for(model, train, held, n_prompts, seed)
@@ -139,15 +149,15 @@ def compare(model, dataset="sentiment", methods=DEFAULT_METHODS, n_prompts: int 
                      condition_fire=task.condition_fire, selection_stride=selection_stride)
     say(f"capturing {len(train)} training pairs at {model.n_layers} layers ...")
     t = time.perf_counter()
-    ctx.captured
+    _ = ctx.captured   # capture now, so its time is measured apart from the fits
     layer_sweep = ctx.sweep.copy()
     timings["capture"] = time.perf_counter() - t
 
     scorers = list(task.behaviour)
-    probe_info = {}
+    probe_info: dict[str, Any] = {}
     if task.probe:
         layer = ctx.layers(1)[0]
-        direction = probe(model, None, acts=ctx.acts("resid_post").select([layer]), test=0.0, seed=seed)
+        direction = probe(model, train, acts=ctx.acts("resid_post").select([layer]), test=0.0, seed=seed)
         name = f"layers.{layer}.resid_post"
         acts = model.capture(held.positive + held.negative, sites=name, positions="last", chat=task.chat,
                              progress=False)
@@ -158,7 +168,8 @@ def compare(model, dataset="sentiment", methods=DEFAULT_METHODS, n_prompts: int 
         scorers.append(ProbeScore(direction, layer))
     scorers += [Fluency(), Perplexity(max_tokens=ppl_tokens), KL(kl_prompts),
                 TaskAccuracy(arithmetic_items(n_task, seed))]
-    settings = {"model": model.name, "model_source": model_source or model.name, "dataset": pairs.name,
+    settings: dict[str, Any] = {
+                "model": model.name, "model_source": model_source or model.name, "dataset": pairs.name,
                 "methods": methods, "behaviour": task.primary,
                 "behaviour_columns": [c for s in task.behaviour for c, hb in s.columns.items() if hb is not None]
                 + (["probe"] if task.probe else []),
@@ -174,7 +185,8 @@ def compare(model, dataset="sentiment", methods=DEFAULT_METHODS, n_prompts: int 
     tables = [sweep(model, _baseline(), prompts=task.prompts, scorers=scorers, max_new_tokens=max_new_tokens,
                     cache=cache)]
     timings["baseline"] = time.perf_counter() - t
-    infos, recipes = {}, {}
+    infos: dict[str, dict[str, Any]] = {}
+    recipes: dict[tuple[str, float], Steering | None] = {}
     for i, name in enumerate(methods, 1):
         t = time.perf_counter()
         say(f"[{i}/{len(methods)}] {name}: fitting on the training split ...")
@@ -234,7 +246,7 @@ def compare(model, dataset="sentiment", methods=DEFAULT_METHODS, n_prompts: int 
                       {k: round(v, 1) for k, v in timings.items()}, notes)
 
 
-def _cast_checks(model, ctx: FitContext, task) -> dict:
+def _cast_checks(model: Model, ctx: FitContext, task: Task) -> dict[str, float]:
     """How the chosen CAST condition behaves on prompts it was not fit on."""
     cond = ctx.condition_fit
     out = {"condition_fires_on_behaviour_prompts": round(float(condition_fires(model, cond, task.prompts).float()

@@ -8,12 +8,13 @@ do not dominate each other. Rows with a missing value on either axis are left ou
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ..errors import SteerlabError
 
 
-def pareto_mask(gain, cost) -> np.ndarray:
+def pareto_mask(gain: npt.ArrayLike, cost: npt.ArrayLike) -> np.ndarray:
     """Boolean mask of the points not dominated by another (more ``gain`` is better, less ``cost``)."""
     g, c = np.asarray(gain, dtype=float), np.asarray(cost, dtype=float)
     keep = np.ones(len(g), dtype=bool)

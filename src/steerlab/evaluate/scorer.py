@@ -8,7 +8,14 @@ distributions) in ``self.cache``, so it is computed once per model however many 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from ..interventions import Steering
+from ..models import Model
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -25,17 +32,18 @@ class Scorer:
     is, None for a column that is not a metric, e.g. a standard error); ``kind`` is ``"behaviour"`` or
     ``"utility"``. Subclasses implement ``score``."""
 
-    kind: str = "behaviour"
-    columns: dict[str, bool | None] = {}
+    kind: ClassVar[str] = "behaviour"
+    columns: ClassVar[dict[str, bool | None]] = {}
 
-    def __init__(self):
-        self.cache: dict = {}
+    def __init__(self) -> None:
+        self.cache: dict[Hashable, Any] = {}
 
-    def score(self, model, recipes: list, generations: Generations | None) -> dict[str, list[float]]:
+    def score(self, model: Model, recipes: Sequence[Steering | None],
+              generations: Generations) -> dict[str, list[float]]:
         """One value per recipe for each of ``columns``."""
         raise NotImplementedError
 
-    def cached(self, key, compute):
+    def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
         """``self.cache[key]``, computing it once."""
         if key not in self.cache:
             self.cache[key] = compute()
@@ -45,13 +53,13 @@ class Scorer:
         return f"{type(self).__name__}({', '.join(self.columns)})"
 
 
-def model_key(model) -> str:
+def model_key(model: Model) -> str:
     """What identifies a model for caching (name and shape hash)."""
     fp = getattr(model, "fingerprint", {}) or {}
     return f"{fp.get('name')}:{fp.get('shape_hash')}:{id(model)}"
 
 
-def mean(values) -> float:
+def mean(values: Iterable[float | None]) -> float:
     """Mean of the finite values (NaN when there are none)."""
     import math
 
@@ -59,7 +67,7 @@ def mean(values) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
-def standard_error(values) -> float:
+def standard_error(values: Iterable[float | None]) -> float:
     """Sample standard deviation / sqrt(n) of the finite values (NaN for fewer than two)."""
     import math
 

@@ -9,12 +9,20 @@ and reused by every method; scorers keep their own baselines the same way.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..data.contrastive import ContrastiveSet
 from ..errors import SteerlabError
+from ..interventions import Steering
+from ..models import Model
 from ..models.tokens import check_texts
 from .scorer import Generations, Scorer, model_key
+
+if TYPE_CHECKING:
+    from ..recipes import Fitted
 
 
 def default_scorers() -> list[Scorer]:
@@ -25,8 +33,9 @@ def default_scorers() -> list[Scorer]:
     return [Sentiment(), Fluency(), Perplexity()]
 
 
-def generate_grid(model, recipes: list, prompts: list[str], max_new_tokens: int, cache: dict | None = None,
-                  batch_size: int | None = None, progress=None) -> Generations:
+def generate_grid(model: Model, recipes: Sequence[Steering | None], prompts: list[str], max_new_tokens: int,
+                  cache: dict | None = None, batch_size: int | None = None,
+                  progress: Callable[[int], object] | None = None) -> Generations:
     """Generations for every recipe x prompt: steered rows in one batch (or ``batch_size`` rows at a
     time), the unsteered rows taken from ``cache`` when there (and stored there)."""
     cache = {} if cache is None else cache
@@ -37,7 +46,8 @@ def generate_grid(model, recipes: list, prompts: list[str], max_new_tokens: int,
     if need_base:
         rows += [(-1, p) for p in prompts]
         steering += [None] * len(prompts)
-    texts, tokens = [], []
+    texts: list[str] = []
+    tokens: list[list[int]] = []
     size = batch_size or max(1, len(rows))
     for begin in range(0, len(rows), size):
         part = rows[begin:begin + size]
@@ -51,7 +61,9 @@ def generate_grid(model, recipes: list, prompts: list[str], max_new_tokens: int,
         n = len(prompts)
         cache[key] = (texts[-n:], tokens[-n:])
         texts, tokens = texts[:-n], tokens[:-n]
-    by_recipe_t, by_recipe_k, cursor = [], [], 0
+    by_recipe_t: list[list[str]] = []
+    by_recipe_k: list[list[list[int]]] = []
+    cursor = 0
     for r in recipes:
         if r is None:
             base_t, base_k = cache[key]
@@ -64,8 +76,11 @@ def generate_grid(model, recipes: list, prompts: list[str], max_new_tokens: int,
     return Generations(list(prompts), by_recipe_t, by_recipe_k)
 
 
-def sweep(model, method, pairs=None, strengths=None, prompts=None, scorers=None, max_new_tokens: int = 40,
-          batch_size: int | None = None, cache: dict | None = None, progress=None, **fit_options) -> pd.DataFrame:
+def sweep(model: Model, method: Fitted | str, pairs: ContrastiveSet | None = None,
+          strengths: Iterable[float] | None = None, prompts: Sequence[str] | None = None,
+          scorers: Iterable[Scorer] | None = None, max_new_tokens: int = 40, batch_size: int | None = None,
+          cache: dict | None = None, progress: Callable[[int], object] | None = None,
+          **fit_options: Any) -> pd.DataFrame:
     """Evaluate ``method`` at each of ``strengths`` on ``prompts`` with ``scorers``; one row per strength.
 
     ``method``: a ``Fitted`` (from ``sl.recipes.fit``) or a method name, fitted on ``pairs`` (the

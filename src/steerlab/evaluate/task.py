@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
+from ..interventions import Steering
+from ..models import Model
 from .scorer import Generations, Scorer, mean, model_key
 
 _INT = re.compile(r"-?\d[\d,]*")
@@ -29,7 +33,7 @@ class Item:
 def arithmetic_items(n: int = 24, seed: int = 0, low: int = 2, high: int = 20) -> list[Item]:
     """``n`` questions ``"What is a + b?"`` / ``"What is a - b?"`` (``low <= a, b <= high``, results >= 0)."""
     rng = random.Random(seed)
-    items = []
+    items: list[Item] = []
     for _ in range(n):
         a, b = rng.randint(low, high), rng.randint(low, high)
         if rng.random() < 0.5:
@@ -63,9 +67,9 @@ class TaskAccuracy(Scorer):
     """Share of ``items`` answered correctly under each recipe (greedy, ``max_new_tokens`` tokens)."""
 
     kind = "utility"
-    columns = {"accuracy": True}
+    columns: ClassVar[dict[str, bool | None]] = {"accuracy": True}
 
-    def __init__(self, items: list[Item] | None = None, max_new_tokens: int = 12):
+    def __init__(self, items: list[Item] | None = None, max_new_tokens: int = 12) -> None:
         super().__init__()
         self.items = list(items) if items is not None else arithmetic_items()
         self.max_new_tokens = max_new_tokens
@@ -73,12 +77,13 @@ class TaskAccuracy(Scorer):
     def _accuracy(self, texts: list[str]) -> float:
         return mean([answer_of(t, item) == item.answer for t, item in zip(texts, self.items)])
 
-    def score(self, model, recipes, generations: Generations | None = None):
+    def score(self, model: Model, recipes: Sequence[Steering | None],
+              generations: Generations | None = None) -> dict[str, list[float]]:
         questions = [item.question for item in self.items]
         base = self.cached(("base", model_key(model)), lambda: self._accuracy(
             model.generate(questions, max_new_tokens=self.max_new_tokens).texts))
         steered = [r for r in recipes if r is not None]
-        values = iter([])
+        values: Iterator[float] = iter([])
         if steered:
             out = model.generate(questions * len(steered), steering=[r for r in steered for _ in questions],
                                  max_new_tokens=self.max_new_tokens)

@@ -1,11 +1,11 @@
 """What "behaviour" means for each data set, and which prompts measure it (never the training pairs).
 
 - ``sentiment``: neutral prompts; VADER compound of the generations (higher = more positive) and a
-  probe's logit on them; the §3.3 selection uses positive- vs negative-word log-odds.
+  probe's logit on them; choosing among candidate directions uses positive- vs negative-word log-odds.
 - ``refusal``: the held-out harmful requests of the test split; refusal phrases and the refusal
-  log-odds (§3.3); the selection uses the refusal score on chat-templated requests.
+  log-odds (Arditi et al.); the selection uses the refusal score on chat-templated requests.
 - any other set: neutral prompts and the probe (plus generation length for ``verbosity``); no
-  logit score, so the §3.3 selection (and the ``refusal`` method) is not available.
+  logit score, so the refusal-direction selection (and the ``refusal`` method) is not available.
 
 The CAST condition: for refusal data, the training pairs themselves (steer only harmful requests);
 otherwise the bundled refusal pairs with the harmless side firing ("steer, but never a harmful
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from ..data import ContrastiveSet, load
 from ..data import prompts as prompt_set
-from ..recipes.scores import refusal_logit_score, sentiment_logit_score
+from ..models import Model
+from ..recipes.scores import LogitScore, refusal_logit_score, sentiment_logit_score
 from .behaviour import Length, RefusalScore, RefusalSubstring, Sentiment
 from .scorer import Scorer
 
@@ -34,7 +35,7 @@ class Task:
     prompt_source: str
     behaviour: list[Scorer]
     primary: str
-    score: object = None
+    score: LogitScore | None = None
     condition: ContrastiveSet | None = None
     condition_test: ContrastiveSet | None = None
     condition_fire: str = "positive"
@@ -50,7 +51,7 @@ def neutral_split(seed: int) -> list[str]:
     return items
 
 
-def task_for(model, train: ContrastiveSet, test: ContrastiveSet, n_prompts: int, seed: int,
+def task_for(model: Model, train: ContrastiveSet, test: ContrastiveSet, n_prompts: int, seed: int,
              condition_split: float = 0.25) -> Task:
     """The ``Task`` for a data set split into ``train``/``test`` (chosen by its bundled name), with
     behaviour prompts disjoint from the training pairs."""
@@ -63,13 +64,13 @@ def task_for(model, train: ContrastiveSet, test: ContrastiveSet, n_prompts: int,
                     "refusal pairs (train split): steer only when the request is harmful", probe=False)
     cond_train, cond_test = load("refusal").split(condition_split, seed)
     neutral = neutral_split(seed)[:n_prompts]
-    common = dict(condition=cond_train, condition_test=cond_test, condition_fire="negative",
-                  condition_source="bundled refusal pairs (train split): steer unless the request is harmful")
+    why = "bundled refusal pairs (train split): steer unless the request is harmful"
     source = f"bundled neutral prompts (shuffled with seed {seed}, first {len(neutral)})"
     if kind == "sentiment":
         return Task(kind, False, neutral, source, [Sentiment()], "sentiment", sentiment_logit_score(model.tokenizer),
-                    **common)
-    extra = [Length()] if kind == "verbosity" else []
-    return Task(kind, False, neutral, source, extra, "probe", None, **common,
-                notes=[f"{kind}: no logit score for the §3.3 selection; 'refusal' is skipped and 'ablate' uses "
-                       "the mean difference at the recommended layer"])
+                    condition=cond_train, condition_test=cond_test, condition_fire="negative", condition_source=why)
+    extra: list[Scorer] = [Length()] if kind == "verbosity" else []
+    return Task(kind, False, neutral, source, extra, "probe", None,
+                condition=cond_train, condition_test=cond_test, condition_fire="negative", condition_source=why,
+                notes=[(f"{kind}: no logit score for choosing among candidate directions; 'refusal' is skipped "
+                        "and 'ablate' uses the mean difference at the recommended layer")])

@@ -10,9 +10,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import ClassVar
+
 import torch
 
 from ..data import reference_text
+from ..interventions import Steering
+from ..models import Model
 from ..models.tokens import encode
 from .forward import continuation_logprobs
 from .scorer import Generations, Scorer, mean, model_key
@@ -45,14 +50,15 @@ class Fluency(Scorer):
     """Repetition rate (lower is better) and distinct-1/2 (higher is better) of the generations."""
 
     kind = "utility"
-    columns = {"repetition": False, "distinct_1": True, "distinct_2": True}
+    columns: ClassVar[dict[str, bool | None]] = {"repetition": False, "distinct_1": True, "distinct_2": True}
 
-    def __init__(self, n: int = 3):
+    def __init__(self, n: int = 3) -> None:
         super().__init__()
         self.n = n
 
-    def score(self, model, recipes, generations: Generations):
-        out = {c: [] for c in self.columns}
+    def score(self, model: Model, recipes: Sequence[Steering | None],
+              generations: Generations) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {c: [] for c in self.columns}
         for toks in generations.tokens:
             out["repetition"].append(mean([repetition_rate(t, self.n) for t in toks]))
             out["distinct_1"].append(distinct_n(toks, 1))
@@ -60,7 +66,7 @@ class Fluency(Scorer):
         return out
 
 
-def _prompt_ids(model, prompt: str) -> list[int]:
+def _prompt_ids(model: Model, prompt: str) -> list[int]:
     chat = bool(getattr(model.tokenizer, "chat_template", None))
     return encode(model.tokenizer, [prompt], chat)[0]
 
@@ -72,24 +78,24 @@ class Perplexity(Scorer):
     """
 
     kind = "utility"
-    columns = {"perplexity": False}
+    columns: ClassVar[dict[str, bool | None]] = {"perplexity": False}
 
     def __init__(self, text: str | None = None, prompt: str = "Tell me about bread.", max_tokens: int | None = 256,
-                 batch_size: int = 2):
+                 batch_size: int = 2) -> None:
         super().__init__()
         self.text = text
         self.prompt = prompt
         self.max_tokens = max_tokens
         self.batch_size = batch_size
 
-    def _ids(self, model):
-        def make():
+    def _ids(self, model: Model) -> tuple[list[int], list[int]]:
+        def make() -> tuple[list[int], list[int]]:
             text = self.text if self.text is not None else reference_text()
             ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
             return _prompt_ids(model, self.prompt), ids[:self.max_tokens] if self.max_tokens else ids
         return self.cached(("ids", model_key(model)), make)
 
-    def _run(self, model, recipes) -> list[float]:
+    def _run(self, model: Model, recipes: Sequence[Steering | None]) -> list[float]:
         prompt, cont = self._ids(model)
         target = torch.tensor(cont)
         out = [float("nan")] * len(recipes)
@@ -99,7 +105,8 @@ class Perplexity(Scorer):
             out[row] = float(nll.exp())
         return out
 
-    def score(self, model, recipes, generations=None):
+    def score(self, model: Model, recipes: Sequence[Steering | None],
+              generations: Generations | None = None) -> dict[str, list[float]]:
         base = self.cached(("base", model_key(model)), lambda: self._run(model, [None])[0])
         steered = [r for r in recipes if r is not None]
         values = iter(self._run(model, steered) if steered else [])
@@ -111,27 +118,27 @@ class KL(Scorer):
     (``continuation_tokens`` long, plus the last prompt position)."""
 
     kind = "utility"
-    columns = {"kl": False}
+    columns: ClassVar[dict[str, bool | None]] = {"kl": False}
 
-    def __init__(self, prompts: list[str], continuation_tokens: int = 24, batch_size: int = 8):
+    def __init__(self, prompts: list[str], continuation_tokens: int = 24, batch_size: int = 8) -> None:
         super().__init__()
         self.prompts = list(prompts)
         self.continuation_tokens = continuation_tokens
         self.batch_size = batch_size
 
-    def _reference(self, model):
-        def make():
+    def _reference(self, model: Model) -> tuple[list[list[int]], list[list[int]], list[torch.Tensor]]:
+        """The prompts' ids, their unsteered greedy continuations and the unsteered log-probs along them."""
+        def make() -> tuple[list[list[int]], list[list[int]], list[torch.Tensor]]:
             gen = model.generate(self.prompts, max_new_tokens=self.continuation_tokens)
             eos = model.tokenizer.eos_token_id
             conts = [t if t else [eos if eos is not None else 0] for t in gen.tokens]
             prompts = [_prompt_ids(model, p) for p in self.prompts]
-            base = [None] * len(prompts)
-            for row, lp in continuation_logprobs(model, prompts, conts, None, self.batch_size):
-                base[row] = lp
-            return prompts, conts, base
+            by_row = dict(continuation_logprobs(model, prompts, conts, None, self.batch_size))
+            return prompts, conts, [by_row[row] for row in range(len(prompts))]
         return self.cached(("ref", model_key(model)), make)
 
-    def score(self, model, recipes, generations=None):
+    def score(self, model: Model, recipes: Sequence[Steering | None],
+              generations: Generations | None = None) -> dict[str, list[float]]:
         prompts, conts, base = self._reference(model)
         steered = [r for r in recipes if r is not None]
         n = len(prompts)

@@ -1,4 +1,4 @@
-"""Directional ablation (Arditi et al., METHODS.md §3.3): project one direction out of every writer.
+"""Directional ablation (Arditi et al.): project one direction out of every writer of the residual stream.
 
 Removing ``r̂`` from the embedding and from each layer's attention and MLP outputs keeps the
 residual stream orthogonal to ``r̂`` everywhere, which is what weight orthogonalisation bakes.
@@ -11,10 +11,10 @@ import torch
 from ..errors import SteerlabError
 from ..interventions import Ablate, Steering
 from ..interventions.base import per_layer
-from .base import stamp
+from .base import Layers, Vectors, stamp
 
 
-def directional_ablation(direction, layers=None) -> Steering:
+def directional_ablation(direction: Vectors, layers: Layers | None = None) -> Steering:
     """``Steering`` of ``Ablate`` at ``embed`` and at every layer's ``attn_out`` and ``mlp_out``.
 
     ``direction``: a tensor ``[d]`` (or a subspace ``[k, d]``) used everywhere, or a Direction /

@@ -9,18 +9,31 @@ reuse the unsteered baseline instead of running an identity recipe).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
+import torch
+
+from ..directions import Direction
 from ..errors import SteerlabError
 from ..interventions import Steering
+
+#: A recipe's vectors: a Direction (its vector at each layer), one tensor ``[d]`` for every layer, or
+#: ``{layer: tensor}``.
+Vectors: TypeAlias = Direction | torch.Tensor | Mapping[int, torch.Tensor]
+#: Layers as recipes take them: one index or several.
+Layers: TypeAlias = int | Iterable[int]
+#: Token positions: ``"all"``, ``"prompt"``, ``"generated"``, ``"last"``, an index or a list of indices.
+Positions: TypeAlias = str | int | Sequence[int]
 
 
 @dataclass
 class Fitted:
     """A method fitted on training pairs.
 
-    ``recipe(strength)`` builds its ``Steering`` (None at ``identity``: the unsteered model);
+    ``recipe(strength)`` builds its ``Steering`` (None at ``identity``, or where ``build`` returns
+    None: the unsteered model);
     ``param`` names what strength means (``"alpha"``, ``"angle_deg"``, ...); ``strengths`` is the
     default grid; ``info`` holds what the fit chose (layers, directions' sources, scores), JSON-able.
     """
@@ -28,7 +41,7 @@ class Fitted:
     method: str
     param: str
     strengths: tuple[float, ...]
-    build: Callable[[float], Steering]
+    build: Callable[[float], Steering | None]
     info: dict = field(default_factory=dict)
     identity: float | None = 0.0
 
@@ -43,13 +56,15 @@ class Fitted:
         if self.identity is not None and value == self.identity:
             return None
         steering = self.build(value)
+        if steering is None:
+            return None
         steering.meta.setdefault("method", self.method)
         steering.meta["param"] = self.param
         steering.meta["strength"] = value
         return steering
 
 
-def stamp(steering: Steering, recipe: str, direction=None, **info) -> Steering:
+def stamp(steering: Steering, recipe: str, direction: object = None, **info: object) -> Steering:
     """Record provenance on ``steering.meta``: the recipe's name, its settings and, when given, the
     direction's metadata (model fingerprint, data set name and hash, method)."""
     steering.meta["recipe"] = recipe
@@ -63,7 +78,7 @@ def stamp(steering: Steering, recipe: str, direction=None, **info) -> Steering:
     return steering
 
 
-def _plain(value):
+def _plain(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
@@ -71,7 +86,7 @@ def _plain(value):
     return value
 
 
-def layer_list(layers) -> list[int]:
+def layer_list(layers: Layers) -> list[int]:
     """``layers`` as a sorted list of ints (an int becomes a list of one)."""
     if isinstance(layers, int):
         return [layers]

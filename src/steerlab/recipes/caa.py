@@ -1,4 +1,4 @@
-"""Activation addition with a difference-of-means vector (CAA, METHODS.md §3.1), at one or several layers.
+"""Activation addition with a difference-of-means vector (CAA, Rimsky et al.), at one or several layers.
 
 CAA adds ``alpha * v_l`` to the residual stream (block output) at every position after the user's
 instruction: with a chat template, ``positions="last"`` is the last prompt token (the end of the
@@ -8,10 +8,11 @@ assistant header) and every generated token. ``v_l`` is the raw mean difference 
 from __future__ import annotations
 
 from ..interventions import Add, Steering
-from .base import layer_list, stamp
+from .base import Layers, Positions, Vectors, layer_list, stamp
 
 
-def caa(direction, layer: int, alpha: float, site: str = "resid_post", positions="last") -> Steering:
+def caa(direction: Vectors, layer: int, alpha: float, site: str = "resid_post",
+        positions: Positions = "last") -> Steering:
     """Add ``alpha * direction[layer]`` at one layer (CAA).
 
     ``direction``: a Direction (its raw vector at ``layer``) or a tensor ``[d]``.
@@ -22,8 +23,8 @@ def caa(direction, layer: int, alpha: float, site: str = "resid_post", positions
     return stamp(steering, "caa", direction, alpha=float(alpha), layers=[layer], site=site)
 
 
-def activation_addition(direction, layers, alpha: float, site: str = "resid_post", positions="last",
-                        norm_match: bool = False) -> Steering:
+def activation_addition(direction: Vectors, layers: Layers, alpha: float, site: str = "resid_post",
+                        positions: Positions = "last",                        norm_match: bool = False) -> Steering:
     """Add ``alpha * direction[l]`` at each of ``layers`` (multi-layer activation addition).
 
     With ``norm_match`` each token keeps its norm (repeng's ``normalize``).

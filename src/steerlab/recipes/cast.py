@@ -1,4 +1,4 @@
-"""Conditional Activation Steering (CAST, Lee et al., METHODS.md §12.2).
+"""Conditional Activation Steering (CAST, Lee et al.).
 
 A *condition* direction is read from the prompt (its hidden states averaged over every prompt
 token) at one layer; when its score passes a threshold, the *behaviour* vectors are added at the
@@ -12,6 +12,7 @@ should fire project higher. The score is ``cos(h̄, tanh(P_c h̄))`` (``metric="
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -21,8 +22,9 @@ from ..data.contrastive import ContrastiveSet
 from ..directions.estimators import pca_from
 from ..errors import DataError, SteerlabError
 from ..interventions import Add, Conditional, Steering
+from ..models import Model
 from ..sites import normalize_layers
-from .base import layer_list, stamp
+from .base import Layers, Positions, Vectors, layer_list, stamp
 
 #: The threshold grid of the search (IBM's code uses 0.00-1.00 in steps of 0.01; scores can be negative).
 THRESHOLDS = tuple(round(-1 + 0.01 * i, 2) for i in range(201))
@@ -47,7 +49,7 @@ class ConditionFit:
         return scores > self.threshold if self.comparator == ">" else scores < self.threshold
 
 
-def condition_scores(states, vector, metric: str = "cast") -> torch.Tensor:
+def condition_scores(states: torch.Tensor, vector: torch.Tensor, metric: str = "cast") -> torch.Tensor:
     """Scores of mean prompt states ``[n, d]`` against a condition ``vector`` ``[d]``, computed by the
     same code the ``Conditional`` sensor runs during generation."""
     h = torch.as_tensor(states).float()
@@ -77,7 +79,8 @@ def _plateau_middle(f1: torch.Tensor, best: float) -> int:
     return run[len(run) // 2]
 
 
-def search_condition_from(fire, quiet, vectors, layers: list[int] | None = None, thresholds=THRESHOLDS,
+def search_condition_from(fire: torch.Tensor, quiet: torch.Tensor, vectors: torch.Tensor,
+                          layers: Sequence[int] | None = None, thresholds: Iterable[float] = THRESHOLDS,
                           metric: str = "cast") -> ConditionFit:
     """Grid search over layers, thresholds and both comparators for the best F1 of "fires".
 
@@ -95,25 +98,28 @@ def search_condition_from(fire, quiet, vectors, layers: list[int] | None = None,
     values = [float(t) for t in thresholds]
     grid = torch.as_tensor(values, dtype=torch.float32)
     labels = torch.cat([torch.ones(len(fire), dtype=torch.bool), torch.zeros(len(quiet), dtype=torch.bool)])
-    rows, best = [], None
+    if not layers:
+        raise DataError("the condition search needs at least one layer; layers is empty")
+    rows = []
+    per_layer: list[tuple[float, float, str, int, int]] = []   # (f1, threshold, comparator, j, layer)
     for j, layer in enumerate(layers):
         scores = condition_scores(torch.cat([fire[:, j], quiet[:, j]]), vectors[j], metric)
-        layer_best = None
+        options = []
         for comparator in (">", "<"):
             f1 = f1_grid(scores, labels, grid, comparator)
             top = float(f1.max())
-            if layer_best is None or top > layer_best[0]:
-                layer_best = (top, values[_plateau_middle(f1, top)], comparator)
-        rows.append({"layer": layer, "f1": layer_best[0], "threshold": layer_best[1], "comparator": layer_best[2]})
-        if best is None or layer_best[0] > best[0]:
-            best = (*layer_best, j, layer)
-    f1, threshold, comparator, j, layer = best
-    return ConditionFit(vectors[j] / vectors[j].norm(), layer, threshold, comparator, f1, metric=metric,
+            options.append((top, values[_plateau_middle(f1, top)], comparator))
+        top, threshold, comparator = max(options, key=lambda o: o[0])   # max keeps the first on ties: ">"
+        rows.append({"layer": layer, "f1": top, "threshold": threshold, "comparator": comparator})
+        per_layer.append((top, threshold, comparator, j, layer))
+    best_f1, threshold, comparator, j, layer = max(per_layer, key=lambda o: o[0])   # ties: the earlier layer
+    return ConditionFit(vectors[j] / vectors[j].norm(), layer, threshold, comparator, best_f1, metric=metric,
                         table=pd.DataFrame(rows))
 
 
-def find_condition(model, pairs: ContrastiveSet, fire: str = "positive", layers=None, site: str = "resid_post",
-                   chat: bool = True, thresholds=THRESHOLDS, metric: str = "cast",
+def find_condition(model: Model, pairs: ContrastiveSet, fire: str = "positive", layers: Layers | None = None,
+                   site: str = "resid_post", chat: bool = True, thresholds: Iterable[float] = THRESHOLDS,
+                   metric: str = "cast",
                    batch_size: int = 32) -> ConditionFit:
     """Fit condition vectors on ``pairs`` and search the condition point (module docstring).
 
@@ -134,7 +140,7 @@ def find_condition(model, pairs: ContrastiveSet, fire: str = "positive", layers=
     return fit
 
 
-def condition_fires(model, fit: ConditionFit, prompts: list[str], chat: bool = True,
+def condition_fires(model: Model, fit: ConditionFit, prompts: list[str], chat: bool = True,
                     batch_size: int = 32) -> torch.Tensor:
     """Whether the condition fires on each prompt (as the sensor will during generation)."""
     acts = model.capture(prompts, sites=f"layers.{fit.layer}.{fit.site}", positions="mean", chat=chat,
@@ -142,8 +148,8 @@ def condition_fires(model, fit: ConditionFit, prompts: list[str], chat: bool = T
     return fit.fires(condition_scores(acts[f"layers.{fit.layer}.{fit.site}"], fit.vector, fit.metric))
 
 
-def cast(behaviour, layers, alpha: float, condition: ConditionFit | None, site: str = "resid_pre",
-         positions="all") -> Steering:
+def cast(behaviour: Vectors, layers: Layers, alpha: float, condition: ConditionFit | None, site: str = "resid_pre",
+         positions: Positions = "all") -> Steering:
     """Add ``alpha * behaviour[l]`` at ``site`` of each of ``layers`` when ``condition`` fires
     (always, when ``condition`` is None)."""
     chosen = layer_list(layers)

@@ -1,4 +1,4 @@
-"""The steering plane and the discriminative layers of Selective / Angular Steering (METHODS.md §1.2-1.3).
+"""The steering plane and the discriminative layers of Selective Steering (Dang & Ngo) and Angular Steering.
 
 Both methods read the outputs of the pre-norms (``attn_in`` and ``mlp_in``: what attention and the
 MLP read). For every such hook point ``k`` the unit mean difference ``d_k`` of the pairs is a
@@ -15,11 +15,13 @@ A hook point is *discriminative* when the mean of ``ĥ·b1`` over positives and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 
+from ..directions import PairActivations
 from ..errors import DataError, ShapeError
 
 #: The hook points of Selective / Angular Steering: outputs of each block's pre-norms.
@@ -41,7 +43,7 @@ class Plane:
     consistency: torch.Tensor | None = None
 
 
-def plane_from(candidates, names: list[str] | None = None) -> Plane:
+def plane_from(candidates: torch.Tensor | Sequence[torch.Tensor], names: Sequence[str] | None = None) -> Plane:
     """The plane from candidate directions ``[K, d]`` (raw mean differences; normalised here, zero ones
     dropped, so ``names``/``consistency`` list the candidates used)."""
     d = torch.as_tensor(candidates, dtype=torch.float64)
@@ -70,36 +72,38 @@ def plane_from(candidates, names: list[str] | None = None) -> Plane:
     return Plane(b1.float(), b2.float(), names[best], list(names), consistency.float())
 
 
-def steering_plane(acts: dict) -> Plane:
+def steering_plane(acts: Mapping[str, PairActivations]) -> Plane:
     """The plane from ``{site: PairActivations}`` captured at the norm outputs (``NORM_SITES``)."""
-    vectors, names = [], []
+    vectors: list[torch.Tensor] = []
+    names: list[str] = []
     for site, pair in acts.items():
         diff = pair.positive.double().mean(0) - pair.negative.double().mean(0)   # [L, d]
-        for j, layer in enumerate(pair.layers):
+        for j, layer in enumerate(pair.layers or []):   # layers is always set once PairActivations is built
             vectors.append(diff[j])
             names.append(f"layers.{layer}.{site}")
     return plane_from(torch.stack(vectors), names)
 
 
-def alignment_from(positive, negative, b1) -> tuple[torch.Tensor, torch.Tensor]:
+def alignment_from(positive: torch.Tensor, negative: torch.Tensor,
+                   b1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per hook point, the mean of ``ĥ·b̂1`` over positives and negatives: ``[n, K, d]`` -> two ``[K]``."""
     b = torch.as_tensor(b1, dtype=torch.float64)
     b = b / b.norm()
 
-    def mean_cos(x):
+    def mean_cos(x: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(x, dtype=torch.float64)
         return (x / x.norm(dim=-1, keepdim=True).clamp_min(1e-300) @ b).mean(0)
 
     return mean_cos(positive), mean_cos(negative)
 
 
-def discriminative_layers(acts: dict, b1) -> tuple[list[int], pd.DataFrame]:
+def discriminative_layers(acts: Mapping[str, PairActivations], b1: torch.Tensor) -> tuple[list[int], pd.DataFrame]:
     """Layers whose every hook point in ``acts`` (``{site: PairActivations}``) separates the classes
     by sign along ``b1``; and the per-hook-point table (layer, site, mu_pos, mu_neg, opposite)."""
     rows = []
     for site, pair in acts.items():
         mu_pos, mu_neg = alignment_from(pair.positive, pair.negative, b1)
-        for j, layer in enumerate(pair.layers):
+        for j, layer in enumerate(pair.layers or []):
             rows.append({"layer": layer, "site": site, "mu_pos": float(mu_pos[j]), "mu_neg": float(mu_neg[j]),
                          "opposite": bool(mu_pos[j] * mu_neg[j] < 0)})
     table = pd.DataFrame(rows, columns=["layer", "site", "mu_pos", "mu_neg", "opposite"])

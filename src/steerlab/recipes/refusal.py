@@ -1,4 +1,4 @@
-"""Refusal-style direction selection and addition (Arditi et al., METHODS.md §3.3).
+"""Refusal-style direction selection and addition (Arditi et al.).
 
 Candidates are the raw mean differences ``r_l`` of the pairs at each layer's ``resid_pre`` (last
 token). Each is scored on validation pairs the training direction never saw:
@@ -22,8 +22,10 @@ import torch
 from ..directions import Direction
 from ..errors import DataError, SteerlabError
 from ..interventions import Add, Steering
+from ..models import Model
 from .ablation import directional_ablation
-from .base import stamp
+from .base import Positions, Vectors, stamp
+from .scores import LogitScore
 
 COLUMNS = ["layer", "bypass", "induce", "kl", "eligible"]
 
@@ -40,7 +42,7 @@ class Selection:
     relaxed: list[str] = field(default_factory=list)
 
 
-def refusal_addition(direction, layer: int, coeff: float = 1.0, positions="all") -> Steering:
+def refusal_addition(direction: Vectors, layer: int, coeff: float = 1.0, positions: Positions = "all") -> Steering:
     """Add ``coeff * r`` at ``resid_pre`` of ``layer`` only (``coeff=1`` induces, ``-1`` removes)."""
     vector = direction[layer] if hasattr(direction, "layers") else direction
     steering = Steering([Add(vector, alpha=coeff, layers=[int(layer)], site="resid_pre", positions=positions)])
@@ -74,8 +76,9 @@ def choose_candidate(table: pd.DataFrame, n_layers: int, max_layer_frac: float =
     return int(table.loc[best, "layer"]), relaxed, eligible
 
 
-def select_direction(model, candidates: Direction, positive_val: list[str], negative_val: list[str], score,
-                     max_layer_frac: float = 0.8, kl_max: float = 0.1, batch_size: int = 32) -> Selection:
+def select_direction(model: Model, candidates: Direction, positive_val: list[str], negative_val: list[str],
+                     score: LogitScore, max_layer_frac: float = 0.8, kl_max: float = 0.1,
+                     batch_size: int = 32) -> Selection:
     """Score every candidate (module docstring) and pick one; ``score`` is a ``LogitScore``.
 
     ``candidates``: raw ``resid_pre`` mean differences, one per layer (e.g. ``mean_diff`` with
@@ -89,7 +92,9 @@ def select_direction(model, candidates: Direction, positive_val: list[str], nega
               and float(candidates[layer].norm()) > 1e-6 * largest]   # e.g. resid_pre 0 when every text ends alike
     if not layers:
         raise SteerlabError(f"no candidate layer is below {max_layer_frac:.0%} of the depth ({model.n_layers} layers)")
-    texts, recipes, slots = [], [], []
+    texts: list[str] = []
+    recipes: list[Steering] = []
+    slots: list[tuple[int, str]] = []
     for layer in layers:
         ablate = directional_ablation(candidates[layer])
         add = refusal_addition(candidates, layer, 1.0)
@@ -103,14 +108,14 @@ def select_direction(model, candidates: Direction, positive_val: list[str], nega
     logits = model.logits(texts, steering=recipes, chat=score.chat, batch_size=batch_size)
     values = score(logits)
     clean_logp = torch.log_softmax(clean_neg_logits.float(), -1)
-    rows = []
+    scored = []
     for layer in layers:
         pick = {kind: torch.tensor([s == (layer, kind) for s in slots]) for kind in ("bypass", "kl", "induce")}
         steered_logp = torch.log_softmax(logits[pick["kl"]].float(), -1)
         kl = (clean_logp.exp() * (clean_logp - steered_logp)).sum(-1).mean()
-        rows.append({"layer": layer, "bypass": float(values[pick["bypass"]].mean()),
+        scored.append({"layer": layer, "bypass": float(values[pick["bypass"]].mean()),
                      "induce": float(values[pick["induce"]].mean()), "kl": float(kl)})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(scored)
     chosen, relaxed, eligible = choose_candidate(table, model.n_layers, max_layer_frac, kl_max)
     table["eligible"] = eligible.values
     baseline = {"positive": float(clean_pos.mean()), "negative": float(score(clean_neg_logits).mean())}

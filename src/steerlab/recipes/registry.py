@@ -1,17 +1,20 @@
 """The methods ``steerlab compare`` knows, by name: how each is fitted and its default strength grid.
 
 Each entry fits from a ``FitContext`` (the training pairs and shared captures) and returns a
-``Fitted`` that builds one recipe per strength. Defaults follow METHODS.md; the strength grids
+``Fitted`` that builds one recipe per strength. Defaults follow each method's paper; the strength grids
 were set on the embedded model (SmolLM2-135M) so each spans "no visible effect" to "clearly
 degraded", and can be overridden per call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
+from ..data.contrastive import ContrastiveSet
 from ..errors import SteerlabError
+from ..models import Model
 from .ablation import directional_ablation
 from .angular import angular
 from .base import Fitted
@@ -31,10 +34,10 @@ class MethodSpec:
     param: str
     strengths: tuple[float, ...]
     summary: str
-    fit: Callable[..., Fitted]
+    fit: Callable[[FitContext, tuple[float, ...]], Fitted]
 
 
-def _fit_add(ctx: FitContext, strengths) -> Fitted:
+def _fit_add(ctx: FitContext, strengths: tuple[float, ...]) -> Fitted:
     layer = ctx.layers(1)[0]
     d = ctx.mean_diff
     return Fitted("add", "alpha", strengths, lambda a: caa(d, layer, a),
@@ -42,7 +45,7 @@ def _fit_add(ctx: FitContext, strengths) -> Fitted:
                    "vector_norm": round(float(d[layer].norm()), 3)})
 
 
-def _fit_add_multi(ctx: FitContext, strengths) -> Fitted:
+def _fit_add_multi(ctx: FitContext, strengths: tuple[float, ...]) -> Fitted:
     layers = ctx.layers(5)
     d = ctx.mean_diff
     return Fitted("add_multi", "alpha", strengths, lambda a: activation_addition(d, layers, a),
@@ -50,7 +53,7 @@ def _fit_add_multi(ctx: FitContext, strengths) -> Fitted:
                    "vector_norms": {layer: round(float(d[layer].norm()), 3) for layer in layers}})
 
 
-def _fit_pca(ctx: FitContext, strengths) -> Fitted:
+def _fit_pca(ctx: FitContext, strengths: tuple[float, ...]) -> Fitted:
     layers = ctx.layers(max(3, ctx.model.n_layers // 4))
     d = ctx.pca
     return Fitted("pca", "coeff", strengths, lambda c: repe(d, layers, c),
@@ -58,10 +61,10 @@ def _fit_pca(ctx: FitContext, strengths) -> Fitted:
                    "explained": {layer: round(d.meta["scores"][layer], 3) for layer in layers}})
 
 
-def _fit_ablate(ctx: FitContext, strengths) -> Fitted:
+def _fit_ablate(ctx: FitContext, strengths: tuple[float, ...]) -> Fitted:
     if ctx.score is not None:
         sel = ctx.selection
-        direction, source = sel.direction, f"§3.3 selection (resid_pre, layer {sel.layer})"
+        direction, source = sel.direction, f"refusal-direction selection (resid_pre, layer {sel.layer})"
     else:
         layer = ctx.layers(1)[0]
         direction, source = ctx.mean_diff.select([layer]), f"mean_diff at resid_post, layer {layer}"
@@ -72,9 +75,9 @@ def _fit_ablate(ctx: FitContext, strengths) -> Fitted:
                   {"direction": source, "sites": "embed + every attn_out and mlp_out"})
 
 
-def _fit_refusal(ctx: FitContext, strengths) -> Fitted:
+def _fit_refusal(ctx: FitContext, strengths: tuple[float, ...]) -> Fitted:
     sel = ctx.selection
-    info = {"layer": sel.layer, "site": "resid_pre", "positions": "all", "score": ctx.score.name,
+    info = {"layer": sel.layer, "site": "resid_pre", "positions": "all", "score": ctx.required_score().name,
             "relaxed_rules": sel.relaxed, "baseline_scores": sel.baseline,
             "candidates": sel.table.round(4).to_dict("records"), "val_pairs": len(ctx.split[1]),
             "fit_pairs": len(ctx.split[0])}
@@ -83,18 +86,19 @@ def _fit_refusal(ctx: FitContext, strengths) -> Fitted:
 
 def _plane_info(ctx: FitContext) -> dict:
     plane = ctx.plane
-    return {"b1_source": plane.source, "b1_consistency": round(float(plane.consistency.max()), 4),
+    consistency = None if plane.consistency is None else round(float(plane.consistency.max()), 4)
+    return {"b1_source": plane.source, "b1_consistency": consistency,
             "b2": "first PC of the candidates, orthogonalised", "sites": "attn_in + mlp_in (pre-norm outputs)"}
 
 
-def _fit_angular(ctx: FitContext, strengths) -> Fitted:
+def _fit_angular(ctx: FitContext, strengths: tuple[float, ...]) -> Fitted:
     plane = ctx.plane
     return Fitted("angular", "angle_deg", strengths, lambda t: angular(plane.b1, plane.b2, t, adaptive=True),
                   {**_plane_info(ctx), "layers": "all", "mode": "absolute", "adaptive": True, "threshold": 0.0},
                   identity=None)
 
 
-def _fit_selective(ctx: FitContext, strengths) -> Fitted:
+def _fit_selective(ctx: FitContext, strengths: tuple[float, ...]) -> Fitted:
     plane = ctx.plane
     layers, table = ctx.discriminative
     if not layers:
@@ -105,7 +109,7 @@ def _fit_selective(ctx: FitContext, strengths) -> Fitted:
                    "hook_points_opposite": int(table["opposite"].sum()), "hook_points": len(table)})
 
 
-def _fit_cast(ctx: FitContext, strengths) -> Fitted:
+def _fit_cast(ctx: FitContext, strengths: tuple[float, ...]) -> Fitted:
     layers = ctx.layers(max(3, ctx.model.n_layers // 4))
     vectors = ctx.pca_center_pre
     cond = ctx.condition_fit
@@ -148,7 +152,8 @@ def spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def fit(model, method: str, pairs=None, strengths=None, context: FitContext | None = None, **options) -> Fitted:
+def fit(model: Model, method: str, pairs: ContrastiveSet | None = None, strengths: Iterable[float] | None = None,
+        context: FitContext | None = None, **options: Any) -> Fitted:
     """Fit ``method`` on training ``pairs`` (or a shared ``context``) and return its ``Fitted``.
 
     ``options`` go to ``FitContext`` (``chat``, ``score``, ``condition``, ...) when no context is given.

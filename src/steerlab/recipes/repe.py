@@ -1,4 +1,4 @@
-"""RepE / repeng control vectors (METHODS.md §3.2): unit PCA reading vectors added over a band of layers.
+"""RepE / repeng control vectors (Zou et al.): unit PCA reading vectors added over a band of layers.
 
 The vector at each layer is the first principal component of the pairs' differences (``pca_diff``),
 unit norm and signed so positives project higher; the control adds ``coeff * v_l`` to the block
@@ -8,10 +8,10 @@ output at every position of every layer in the band.
 from __future__ import annotations
 
 from ..interventions import Add, Steering
-from .base import layer_list, stamp
+from .base import Layers, Positions, Vectors, layer_list, stamp
 
 
-def repe(direction, layers, coeff: float, site: str = "resid_post", positions="all",
+def repe(direction: Vectors, layers: Layers, coeff: float, site: str = "resid_post", positions: Positions = "all",
          norm_match: bool = False) -> Steering:
     """Add ``coeff * direction[l]`` at every layer of ``layers`` (a band), all positions by default.
 

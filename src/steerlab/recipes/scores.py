@@ -1,4 +1,4 @@
-"""Logit-based behaviour scores at a prompt's last position, used to choose directions (§3.3).
+"""Logit-based behaviour scores at a prompt's last position, used to choose among candidate directions.
 
 - ``refusal_score``: ``log p(R) - log(1 - p(R))``, ``p(R)`` the total probability of the tokens a
   refusal starts with (Arditi et al.).
@@ -10,11 +10,18 @@ call ``score.of(model, texts, steering)``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import SteerlabError
+from ..interventions import Steering
+from ..models import Model
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 #: How refusals commonly start; their first tokens make the refusal set ``R``.
 REFUSAL_STARTS = ("I", "I'm", "Sorry", "As", "Unfortunately", "It is not", "No")
@@ -25,7 +32,7 @@ NEGATIVE_WORDS = ("bad", "terrible", "sad", "awful", "hate", "horrible", "worst"
                   "miserable", "ugly", "boring", "sorry", "painful")
 
 
-def token_ids(tokenizer, words, spaced: bool = True) -> list[int]:
+def token_ids(tokenizer: PreTrainedTokenizerBase, words: Iterable[str], spaced: bool = True) -> list[int]:
     """The first token id of each word (and of ``" " + word`` when ``spaced``), deduplicated, in order."""
     out: list[int] = []
     for word in words:
@@ -74,17 +81,19 @@ class LogitScore:
             return refusal_score(logits, self.positive_ids)
         return contrast_score(logits, self.positive_ids, self.negative_ids)
 
-    def of(self, model, texts: list[str], steering=None, batch_size: int = 32) -> torch.Tensor:
+    def of(self, model: Model, texts: list[str], steering: Steering | Sequence[Steering | None] | None = None,
+           batch_size: int = 32) -> torch.Tensor:
         """Scores of ``texts`` under ``steering`` (one recipe, or one per text)."""
         return self(model.logits(texts, steering=steering, chat=self.chat, batch_size=batch_size, progress=False))
 
 
-def refusal_logit_score(tokenizer, starts=REFUSAL_STARTS, chat: bool = True) -> LogitScore:
+def refusal_logit_score(tokenizer: PreTrainedTokenizerBase, starts: Iterable[str] = REFUSAL_STARTS,
+                        chat: bool = True) -> LogitScore:
     """The refusal score with the first tokens of ``starts`` as ``R`` (prompts chat-templated)."""
     return LogitScore("refusal_score", token_ids(tokenizer, starts, spaced=False), None, chat)
 
 
-def sentiment_logit_score(tokenizer, chat: bool = False) -> LogitScore:
+def sentiment_logit_score(tokenizer: PreTrainedTokenizerBase, chat: bool = False) -> LogitScore:
     """Positive-word vs negative-word log-odds of the next token (texts used as given)."""
     return LogitScore("sentiment_logodds", token_ids(tokenizer, POSITIVE_WORDS), token_ids(tokenizer, NEGATIVE_WORDS),
                       chat)

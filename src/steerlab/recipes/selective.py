@@ -1,14 +1,19 @@
-"""Selective Steering (Dang & Ngo, METHODS.md §1.4): a norm-preserving rotation by an angle, relative
+"""Selective Steering (Dang & Ngo): a norm-preserving rotation by an angle, relative
 to each token's own position in the plane, only at the discriminative layers' norm outputs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
+
 from ..interventions import Rotate, Steering
-from .base import layer_list, stamp
+from .base import Layers, Positions, layer_list, stamp
 from .plane import NORM_SITES
 
 
-def selective(b1, b2, angle: float, layers, sites=NORM_SITES, positions="all") -> Steering:
+def selective(b1: torch.Tensor, b2: torch.Tensor, angle: float, layers: Layers, sites: Sequence[str] = NORM_SITES,
+              positions: Positions = "all") -> Steering:
     """Rotate the ``(b1, b2)`` part of every token by ``angle`` degrees at ``sites`` of ``layers``.
 
     ``angle=0`` is the identity; the token's norm is unchanged. ``layers`` are normally the

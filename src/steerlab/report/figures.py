@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -16,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib import ticker
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from ..evaluate.frontier import frontier
 
@@ -26,7 +29,7 @@ LABELS = {"sentiment": "sentiment (VADER compound)", "perplexity": "perplexity o
           "length": "tokens generated"}
 
 
-def _png(fig, dpi: int = 90) -> bytes:
+def _png(fig: Figure, dpi: int = 90) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
@@ -38,22 +41,24 @@ def _colours(methods: list[str]) -> dict[str, tuple]:
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
 
-def _frontier_panel(ax, steered, base, behaviour, utility, higher, colours, xlim=None):
+def _frontier_panel(ax: Axes, steered: pd.DataFrame, base: pd.DataFrame, behaviour: str, utility: str,
+                    higher: Mapping[str, bool], colours: dict[str, tuple], xlim: tuple[float, float] | None = None,
+                    ) -> None:
     front = frontier(steered, behaviour, utility, higher.get(behaviour, True), higher.get(utility, False))
     hidden = 0
-    for method in colours:
+    for method, colour in colours.items():
         own = steered[steered["method"] == method]
         if xlim is not None:
             hidden += int((own[utility] > xlim[1]).sum())
             own = own[own[utility] <= xlim[1]]
-        ax.scatter(own[utility], own[behaviour], color=colours[method], alpha=0.35, s=22)
+        ax.scatter(own[utility], own[behaviour], color=colour, alpha=0.35, s=22)
         line = front[front["method"] == method].sort_values(utility)
         if xlim is not None:
             line = line[line[utility] <= xlim[1]]
-        ax.plot(line[utility], line[behaviour], "-o", color=colours[method], label=method, ms=5, lw=1.6)
+        ax.plot(line[utility], line[behaviour], "-o", color=colour, label=method, ms=5, lw=1.6)
         for _, row in line.iterrows():
             ax.annotate(f"{row['strength']:g}", (row[utility], row[behaviour]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points", color=colours[method])
+                        xytext=(3, 3), textcoords="offset points", color=colour)
     if not base.empty:
         ax.scatter(base[utility], base[behaviour], marker="*", s=180, color="black", zorder=5, label="unsteered")
     if xlim is not None:
@@ -72,8 +77,8 @@ def _frontier_panel(ax, steered, base, behaviour, utility, higher, colours, xlim
     ax.grid(alpha=0.3)
 
 
-def frontier_figure(results: pd.DataFrame, behaviour: str, utilities=("perplexity", "kl"),
-                    higher: dict | None = None, title: str | None = None, zoom: float = 2.0) -> bytes:
+def frontier_figure(results: pd.DataFrame, behaviour: str, utilities: Sequence[str] = ("perplexity", "kl"),
+                    higher: Mapping[str, bool] | None = None, title: str | None = None, zoom: float = 2.0) -> bytes:
     """Behaviour (y) against each utility cost (x, one panel each; the first cost also zoomed to at most
     ``zoom`` times the unsteered value); each method's Pareto frontier drawn as a line."""
     higher = higher or {}
@@ -81,7 +86,7 @@ def frontier_figure(results: pd.DataFrame, behaviour: str, utilities=("perplexit
     steered = results[results["method"] != "baseline"]
     base = results[results["method"] == "baseline"]
     colours = _colours(list(dict.fromkeys(steered["method"])))
-    panels = [(u, None) for u in utilities]
+    panels: list[tuple[str, tuple[float, float] | None]] = [(u, None) for u in utilities]
     if utilities and not base.empty and not higher.get(utilities[0], False):
         low = float(base[utilities[0]].iloc[0])
         if low > 0 and float(steered[utilities[0]].max()) > zoom * low:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Collection
 
 import pandas as pd
 
@@ -41,7 +42,7 @@ CHECK = """
 """
 
 
-def esc(value) -> str:
+def esc(value: object) -> str:
     """HTML-escaped text of ``value``."""
     return html.escape(str(value), quote=True)
 
@@ -53,7 +54,7 @@ def figure(png: bytes, alt: str, caption: str = "") -> str:
     return f"<figure><img src='data:image/png;base64,{data}' alt='{esc(alt)}'>{cap}</figure>"
 
 
-def table(frame: pd.DataFrame, digits: int = 3, text_columns=()) -> str:
+def table(frame: pd.DataFrame, digits: int = 3, text_columns: Collection[str] = ()) -> str:
     """A DataFrame as an escaped HTML table (numbers rounded to ``digits``)."""
     head = "".join(f"<th class='{'text' if c in text_columns else ''}'>{esc(c)}</th>" for c in frame.columns)
     rows = []
@@ -70,7 +71,7 @@ def table(frame: pd.DataFrame, digits: int = 3, text_columns=()) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def pre(obj) -> str:
+def pre(obj: object) -> str:
     """Pretty JSON (or text) in a ``<pre>`` block."""
     text = obj if isinstance(obj, str) else json.dumps(obj, indent=2, default=str)
     return f"<pre>{esc(text)}</pre>"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
 
+from ..evaluate.compare import Comparison
+from ..interventions import Steering
 from .figures import frontier_figure, layer_figure, strength_figure
 from .html import esc, figure, page, pre, table
 
@@ -15,7 +18,7 @@ from .html import esc, figure, page, pre, table
 UTILITY_COLUMNS = ["perplexity", "kl", "accuracy", "repetition", "distinct_1", "distinct_2"]
 
 
-def recipe_digest(steering) -> str:
+def recipe_digest(steering: Steering) -> str:
     """A short sha256 of a recipe's settings and tensors (stable across saves; no timestamps)."""
     h = hashlib.sha256()
     for item in steering:
@@ -26,7 +29,7 @@ def recipe_digest(steering) -> str:
     return h.hexdigest()[:16]
 
 
-def recipe_doc(steering) -> dict:
+def recipe_doc(steering: Steering) -> dict:
     """What a recipe does, as JSON: each intervention's settings and its tensors' shapes."""
     return {"meta": {k: v for k, v in steering.meta.items() if k != "model"},
             "interventions": [{"kind": it.kind, "config": it.config(),
@@ -37,25 +40,25 @@ def _name(method: str, strength: float) -> str:
     return f"{method}_{strength:g}".replace("-", "m").replace(".", "p")
 
 
-def write_report(comparison, out, command: str | None = None) -> dict[str, Path]:
+def write_report(comparison: Comparison, out: str | os.PathLike, command: str | None = None) -> dict[str, Path]:
     """Write ``results.csv``, ``frontier.csv``, ``summary.csv``, ``samples.csv``, ``figures/*.png``,
     ``recipes/*.steer`` and ``report.html`` under ``out``; return their paths."""
-    out = Path(out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    folder = Path(out)
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
     c = comparison
-    paths = {"results": out / "results.csv", "frontier": out / "frontier.csv", "summary": out / "summary.csv",
-             "samples": out / "samples.csv", "report": out / "report.html"}
+    paths = {"results": folder / "results.csv", "frontier": folder / "frontier.csv", "summary": folder / "summary.csv",
+             "samples": folder / "samples.csv", "report": folder / "report.html"}
     c.results.to_csv(paths["results"], index=False)
     c.frontier.to_csv(paths["frontier"], index=False)
     summary = c.summary()
     summary.to_csv(paths["summary"], index=False)
     c.samples.to_csv(paths["samples"], index=False)
 
-    digests = {}
+    digests: dict[tuple[str, float], str] = {}
     for (method, strength), steering in c.recipes.items():
         if steering is None:
             continue
-        steering.save(out / "recipes" / f"{_name(method, strength)}.steer")
+        steering.save(folder / "recipes" / f"{_name(method, strength)}.steer")
         digests[(method, strength)] = recipe_digest(steering)
 
     higher = c.settings.get("higher_is_better", {})
@@ -67,15 +70,15 @@ def write_report(comparison, out, command: str | None = None) -> dict[str, Path]
         "layers": layer_figure(c.layer_sweep, _layer_marks(c), list(c.methods)),
     }
     for name, png in figs.items():
-        (out / "figures" / f"{name}.png").write_bytes(png)
-        paths[f"figure_{name}"] = out / "figures" / f"{name}.png"
+        (folder / "figures" / f"{name}.png").write_bytes(png)
+        paths[f"figure_{name}"] = folder / "figures" / f"{name}.png"
     paths["report"].write_text(render(c, figs, summary, digests, command), encoding="utf-8")
     return paths
 
 
-def _layer_marks(c) -> dict[str, list[int]]:
+def _layer_marks(c: Comparison) -> dict[str, list[int]]:
     """The layers each method steers (or its one chosen layer), for the layer figure."""
-    marks = {}
+    marks: dict[str, list[int]] = {}
     for method, info in c.methods.items():
         layers = info["info"].get("layers", info["info"].get("layer"))
         if isinstance(layers, int):
@@ -85,7 +88,8 @@ def _layer_marks(c) -> dict[str, list[int]]:
     return marks
 
 
-def render(c, figs: dict[str, bytes], summary: pd.DataFrame, digests: dict, command: str | None) -> str:
+def render(c: Comparison, figs: dict[str, bytes], summary: pd.DataFrame, digests: dict[tuple[str, float], str],
+           command: str | None) -> str:
     """The report page's HTML."""
     s, d = c.settings, c.data
     b, u = c.behaviour, c.utility
@@ -116,7 +120,7 @@ def render(c, figs: dict[str, bytes], summary: pd.DataFrame, digests: dict, comm
     return page(f"steerlab compare: {s['dataset']} on {s['model']}", sections, intro)
 
 
-def _samples(c, n_prompts: int = 3) -> str:
+def _samples(c: Comparison, n_prompts: int = 3) -> str:
     if c.samples.empty:
         return "<p>No generations.</p>"
     prompts = list(dict.fromkeys(c.samples["prompt"]))[:n_prompts]
@@ -131,7 +135,7 @@ def _samples(c, n_prompts: int = 3) -> str:
             "(all generations are in samples.csv).</p>" + "".join(parts))
 
 
-def _methods(c, digests: dict) -> str:
+def _methods(c: Comparison, digests: dict[tuple[str, float], str]) -> str:
     parts = []
     for method, info in c.methods.items():
         rows = [{"strength": s, "recipe": f"recipes/{_name(method, s)}.steer" if (method, s) in digests else
@@ -153,7 +157,8 @@ def _data(d: dict) -> str:
     split = pd.DataFrame([
         {"part": "training pairs (fit every direction, layer, plane, condition)", "size": d["train_pairs"],
          "hash": d["train"]["hash"]},
-        {"part": "  of which held back to choose the §3.3 direction", "size": d["selection_val_pairs"], "hash": ""},
+        {"part": "  of which held back to choose among candidate directions", "size": d["selection_val_pairs"],
+         "hash": ""},
         {"part": "test pairs (held-out probe accuracy)", "size": d["test_pairs"], "hash": d["test"]["hash"]},
         {"part": "behaviour prompts (disjoint from every training text)", "size": d["behaviour_prompts"]["n"],
          "hash": d["behaviour_prompts"]["hash"]},
@@ -165,13 +170,13 @@ def _data(d: dict) -> str:
               f"{d['overlap_behaviour_prompts_with_training_texts']}.</p>" + pre(d))
 
 
-def _reproduce(c, command: str | None) -> str:
+def _reproduce(c: Comparison, command: str | None) -> str:
     s = c.settings
     source = s.get("model_source", s["model"])
     cmd = command or (f"steerlab compare --model {source} --dataset {s['dataset']} --methods "
                       f"{','.join(s['methods'])} --out DIR")
     grids = {m: info["strengths"] for m, info in c.methods.items()}
-    options = {k: s[k] for k in ("max_new_tokens", "test", "seed", "utility", "ppl_tokens", "n_task",
+    options: dict[str, object] = {k: s[k] for k in ("max_new_tokens", "test", "seed", "utility", "ppl_tokens", "n_task",
                                  "selection_stride") if k in s}
     if "n_prompts" in s:
         options.update(n_prompts=s["n_prompts"], n_kl_prompts=s.get("n_kl_prompts"))
