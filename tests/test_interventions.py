@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import steerlab as sl
-from steerlab.interventions.base import compile_rows
+from steerlab.interventions.batched import compile_rows
 from steerlab.interventions.positions import StepContext
 from steerlab.sites import Site
 

@@ -4,7 +4,8 @@ The rule (each step falls back to the previous set when it would leave nothing):
 
 1. Keep the layers whose ``probe_acc`` is within ``margin`` of the best layer's.
 2. If ``require_opposite_sign`` (and the table has the column), keep those that pass the
-   opposite-sign alignment test (Selective Steering, METHODS.md §1.3).
+   opposite-sign alignment test (Selective Steering: the two classes'
+   mean cosines with the direction have opposite signs).
 3. Keep those inside the middle ``band`` of the model (fractions of depth, default 20%-80%):
    the first layers mostly carry token identity, the last ones are about to be read out, and
    steering works best in between.
@@ -101,6 +102,6 @@ def _mean(run: list[int], acc: dict[int, float]) -> float:
     return sum(acc[x] for x in run) / len(run)
 
 
-def _num(value) -> float:
+def _num(value: object) -> float:
     value = float(value)
     return -math.inf if math.isnan(value) else value

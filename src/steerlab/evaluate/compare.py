@@ -8,7 +8,6 @@ sizes of every split are recorded in ``Comparison.data``.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import torch
 from ..data import load, reference_text
 from ..directions import probe, probe_score
 from ..errors import SteerlabError
+from ..io import texts_hash
 from ..recipes import FitContext, Fitted, fit, method_names, spec
 from ..recipes.cast import condition_fires
 from .behaviour import ProbeScore
@@ -88,10 +88,7 @@ class Comparison:
 
 
 def _hash_texts(texts) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode() + b"\0")
-    return h.hexdigest()[:16]
+    return texts_hash(texts)
 
 
 def _baseline() -> Fitted:

@@ -55,7 +55,7 @@ def write_report(comparison, out, command: str | None = None) -> dict[str, Path]
     for (method, strength), steering in c.recipes.items():
         if steering is None:
             continue
-        steering.save(out / "recipes" / f"{_name(method, strength)}.steer")
+        steering.save(out / "recipes" / f"{_name(method, strength)}.steer", overwrite=True)  # a rerun replaces its own recipes
         digests[(method, strength)] = recipe_digest(steering)
 
     higher = c.settings.get("higher_is_better", {})
