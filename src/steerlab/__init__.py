@@ -35,8 +35,10 @@ def __getattr__(name: str) -> ModuleType:
     raise AttributeError(f"module 'steerlab' has no attribute {name!r}")
 
 
+#: the public names, the subpackages (SUBPACKAGES) included
 __all__ = [
     "Ablate", "Activations", "Add", "Clamp", "Conditional", "Direction", "DiskActivations", "GenerationResult",
     "Intervention", "Model", "Patch", "Rotate", "Scale", "Site", "Steering", "SteerlabError", "__version__",
-    "load", "parse_site", *SUBPACKAGES,
+    "activations", "analysis", "data", "directions", "edit", "evaluate", "interventions", "load", "models",
+    "parse_site", "recipes", "report",
 ]

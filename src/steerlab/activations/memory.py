@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, TypeAlias, Union
+from typing import Any, TypeAlias
 
 import torch
 
@@ -12,7 +12,7 @@ from ..sites import Site, parse_site
 
 POSITIONS = ("last", "mean", "all")
 #: one site's values: ``[n_texts, ...]`` (positions "last"/"mean") or one ``[n_tokens_i, ...]`` per text ("all")
-SiteValue: TypeAlias = Union[torch.Tensor, list[torch.Tensor]]
+SiteValue: TypeAlias = torch.Tensor | list[torch.Tensor]
 
 
 class Activations:

@@ -64,7 +64,6 @@ class ShardWriter:
     def write(self, batch: int, rows: list[int], tensors: dict[str, torch.Tensor]) -> None:
         """Write one batch's tensors (site name -> tensor) and record it."""
         name = f"shard-{batch:06d}.safetensors"
-        tmp = self.folder / (name + ".tmp")
         payload = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         payload["__rows__"] = torch.tensor(rows, dtype=torch.long)
         io.atomic_write(self.folder / name, lambda tmp: save_file(payload, str(tmp)))

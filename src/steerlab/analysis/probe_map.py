@@ -37,7 +37,7 @@ def fit_probe(model, pairs, layers=-1, site: str = "resid_post", C: float = 1.0,
         raise DataError("fit_probe needs at least 2 positive and 2 negative texts")
     layer_list = normalize_layers(layers, model.n_layers)
     first = layer_list[-1] if layers is None or isinstance(layers, str) else \
-        normalize_layers([layers] if isinstance(layers, int) else [list(layers)[0]], model.n_layers)[0]
+        normalize_layers([layers] if isinstance(layers, int) else [next(iter(layers))], model.n_layers)[0]
     acts = model.capture(pos + neg, sites=site, layers=layer_list, positions="last", chat=chat,
                          batch_size=batch_size, progress=progress)
     x = torch.stack([acts[f"layers.{layer}.{site}"] for layer in layer_list], dim=1)  # [n, L, d]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import warnings
 from dataclasses import dataclass
-from typing import TypeAlias, Union
+from typing import TypeAlias
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from ..errors import DataError, ShapeError, SteerlabError
 
 PCA_METHODS = ("pca_diff", "pca_center")
 #: activations as a tensor, a numpy array or nested lists of numbers
-ArrayLike: TypeAlias = Union[torch.Tensor, np.ndarray, list[float], list[list[float]], list[list[list[float]]]]
+ArrayLike: TypeAlias = torch.Tensor | np.ndarray | list[float] | list[list[float]] | list[list[list[float]]]
 
 
 def mean_diff_from(positive: ArrayLike, negative: ArrayLike) -> torch.Tensor:

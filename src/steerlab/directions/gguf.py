@@ -79,7 +79,7 @@ def read_control_vector(path: str | os.PathLike[str]) -> ControlVectorFile:
         raise DataError(f"no GGUF file at {str(path)!r}")
     try:
         reader = gguf.GGUFReader(str(file))
-    except Exception as err:  # the gguf package raises plain ValueError/struct errors on bad files
+    except Exception as err:  # noqa: BLE001 - gguf raises assorted ValueError/struct/index errors on bad files
         raise DataError(f"{file} is not a readable GGUF file: {err}") from None
     arch = _string(reader, "general.architecture")
     if arch != ARCH:

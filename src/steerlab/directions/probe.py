@@ -9,17 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 
 from ..errors import SteerlabError
 from .direction import Direction
-
-#: what ``as_probe`` accepts: a Probe, a Direction (a fitted probe's, or any direction: bias 0)
-#: or a ``(weight, bias)`` pair
-ProbeLike = Union["Probe", Direction, tuple[Union[torch.Tensor, np.ndarray, list[float]], float]]
 
 
 @dataclass
@@ -54,6 +50,11 @@ class Probe:
         meta = {**self.meta, "site": self.site, "layer": self.layer, "intercept": dict(self.biases)}
         meta.setdefault("method", "probe")
         return Direction(self.weights, meta=meta)
+
+
+#: what ``as_probe`` accepts: a Probe, a Direction (a fitted probe's, or any direction: bias 0)
+#: or a ``(weight, bias)`` pair
+ProbeLike: TypeAlias = Probe | Direction | tuple[torch.Tensor | np.ndarray | list[float], float]
 
 
 def _bias(meta: Mapping[str, Any], layer: int) -> float:

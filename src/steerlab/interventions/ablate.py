@@ -5,8 +5,19 @@ from __future__ import annotations
 import torch
 
 from ..sites import Site
-from .base import (Intervention, Layers, Params, Positions, Static, VectorLike, at_layer, check_width, dot, numel,
-                   orthonormal_rows)
+from .base import (
+    Intervention,
+    Layers,
+    Params,
+    Positions,
+    Static,
+    VectorLike,
+    at_layer,
+    check_width,
+    dot,
+    numel,
+    orthonormal_rows,
+)
 
 
 class Ablate(Intervention):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 
 import numpy as np
 import torch
@@ -20,16 +20,19 @@ from ..errors import DataError, ShapeError, SteerlabError
 from ..sites import GLOBAL_KINDS, Site, check_kind, normalize_layers, parse_site
 from .positions import PositionSpec, StepContext, describe_positions, parse_positions
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 Params: TypeAlias = dict[str, torch.Tensor]
 #: options that shape the math (not per-row numbers), passed to ``apply`` as keyword arguments
 Static: TypeAlias = dict[str, Any]
 #: a layers argument: None (every layer, or the layers the parameters hold), ``"all"``, an int or ints
-Layers: TypeAlias = Union[int, str, Iterable[int], None]
+Layers: TypeAlias = int | str | Iterable[int] | None
 #: a positions argument: ``"all"``, ``"prompt"``, ``"generated"``, ``"last"``, an int or ints
-Positions: TypeAlias = Union[str, int, Sequence[int]]
-ArrayLike: TypeAlias = Union[torch.Tensor, np.ndarray, Sequence[float], Sequence[Sequence[float]]]
+Positions: TypeAlias = str | int | Sequence[int]
+ArrayLike: TypeAlias = torch.Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
 #: one tensor per layer, as held by an intervention after ``per_layer``
-PerLayer: TypeAlias = Union[torch.Tensor, dict[int, torch.Tensor]]
+PerLayer: TypeAlias = torch.Tensor | dict[int, torch.Tensor]
 
 
 class LayeredVectors(Protocol):
@@ -42,7 +45,7 @@ class LayeredVectors(Protocol):
 
 
 #: a tensor argument: one array for every layer, a ``{layer: array}`` dict, or a Direction
-VectorLike: TypeAlias = Union[ArrayLike, Mapping[int, ArrayLike], LayeredVectors]
+VectorLike: TypeAlias = ArrayLike | Mapping[int, ArrayLike] | LayeredVectors
 
 
 def describe_layers(layers: Layers) -> int | str | list[int] | None:
@@ -151,9 +154,6 @@ class Capabilities:
 
 #: every intervention class by its ``kind``, for loading saved recipes
 REGISTRY: dict[str, type[Intervention]] = {}
-
-_I = TypeVar("_I", bound="Intervention")
-
 
 def intervention_class(kind: str) -> type[Intervention]:
     """The intervention class saved under ``kind``; ``DataError`` naming the known kinds otherwise."""
@@ -287,7 +287,7 @@ class Intervention:
         return out
 
     @classmethod
-    def from_config(cls: type[_I], config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> _I:
+    def from_config(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Self:
         """Rebuild from ``config()`` and ``tensors()`` (the inverse of saving)."""
         kwargs = dict(config)
         for name in cls.tensor_args:
@@ -307,7 +307,8 @@ class Intervention:
         """
         if site is None:
             layers = self.layers if self.layers is not None else self.default_layers()
-            layer = 0 if layers is None else (layers if isinstance(layers, int) else list(layers)[0])
+            layer = 0 if layers is None or isinstance(layers, str) else (
+                layers if isinstance(layers, int) else next(iter(layers)))
             site = Site(self.site) if self.site in GLOBAL_KINDS else Site(self.site, int(layer))
         elif isinstance(site, str):
             site = parse_site(site)

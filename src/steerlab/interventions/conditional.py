@@ -113,6 +113,7 @@ class Conditional(Intervention):
         spec = cfg.pop("intervention")
         inner_cls = intervention_class(spec["kind"])
         inner = inner_cls.from_config(spec["config"], {k[6:]: v for k, v in tensors.items() if k.startswith("inner.")})
+        condition: torch.Tensor | dict[int, torch.Tensor]
         if "condition" in tensors:
             condition = tensors["condition"]
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import Any, TypeAlias, Union
+from typing import Any, TypeAlias
 
 import torch
 
@@ -25,7 +25,7 @@ from .steering import Steering
 
 SiteOp = Callable[[torch.Tensor, StepContext], torch.Tensor]
 #: what a forward pass accepts as ``steering``: nothing, one recipe or intervention, or one per row
-SteeringArg: TypeAlias = Union[Steering, Intervention, Iterable[Union[Steering, Intervention, None]], None]
+SteeringArg: TypeAlias = Steering | Intervention | Iterable[Steering | Intervention | None] | None
 
 
 def rows_of(steering: SteeringArg, batch: int) -> list[Steering | None]:
