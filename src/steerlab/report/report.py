@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pandas as pd
 
+from ..io import atomic_write_bytes, atomic_write_text, short_hash
 from .figures import frontier_figure, layer_figure, strength_figure
 from .html import esc, figure, page, pre, table
 
@@ -17,13 +17,14 @@ UTILITY_COLUMNS = ["perplexity", "kl", "accuracy", "repetition", "distinct_1", "
 
 def recipe_digest(steering) -> str:
     """A short sha256 of a recipe's settings and tensors (stable across saves; no timestamps)."""
-    h = hashlib.sha256()
-    for item in steering:
-        h.update(json.dumps({"kind": item.kind, "config": item.config()}, sort_keys=True, default=str).encode())
-        for name, t in sorted(item.tensors().items()):
-            h.update(name.encode())
-            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    def parts():
+        for item in steering:
+            yield json.dumps({"kind": item.kind, "config": item.config()}, sort_keys=True, default=str).encode()
+            for name, t in sorted(item.tensors().items()):
+                yield name.encode()
+                yield t.detach().float().cpu().contiguous().numpy().tobytes()
+
+    return short_hash(parts())
 
 
 def recipe_doc(steering) -> dict:
@@ -67,9 +68,9 @@ def write_report(comparison, out, command: str | None = None) -> dict[str, Path]
         "layers": layer_figure(c.layer_sweep, _layer_marks(c), list(c.methods)),
     }
     for name, png in figs.items():
-        (out / "figures" / f"{name}.png").write_bytes(png)
+        atomic_write_bytes(out / "figures" / f"{name}.png", png)
         paths[f"figure_{name}"] = out / "figures" / f"{name}.png"
-    paths["report"].write_text(render(c, figs, summary, digests, command), encoding="utf-8")
+    atomic_write_text(paths["report"], render(c, figs, summary, digests, command))
     return paths
 
 
