@@ -387,7 +387,7 @@ def test_capabilities_say_which_edits_are_affine_and_which_sense():
     assert sl.Scale(0.5).affine and not sl.Scale(0.5, renorm=True).affine
     assert sl.Rotate(v, 10.0, plane=torch.tensor([0.0, 1.0, 0.0, 0.0])).affine and not sl.Rotate(v, 10.0).affine
     cond = sl.Conditional(sl.Add(v), v, layer=0, threshold=0.0)
-    assert cond.capabilities().sensor and not sl.Add(v).capabilities().sensor
+    assert cond.capabilities().sensor and not cond.capabilities().context_free and not sl.Add(v).capabilities().sensor
     assert not sl.Patch(v).capabilities().context_free and sl.Add(v).capabilities().context_free
     # affine really means x -> A x + b: check it on random inputs
     x, y = torch.randn(2, 3, 4), torch.randn(2, 3, 4)

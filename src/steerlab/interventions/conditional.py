@@ -23,7 +23,7 @@ import torch
 
 from ..errors import SteerlabError
 from ..sites import Site, check_kind, normalize_layers
-from .base import Intervention, Params, VectorLike, at_layer, check_width, intervention_class, numel, unit
+from .base import Capabilities, Intervention, Params, VectorLike, at_layer, check_width, intervention_class, numel, unit
 
 METRICS = ("cast", "cosine", "projection")
 AGGREGATES = ("mean", "last")
@@ -57,6 +57,10 @@ class Conditional(Intervention):
         self.comparator = comparator
         self.metric = metric
         self.aggregate = aggregate
+
+    def capabilities(self) -> Capabilities:
+        """A sensor: whether it acts on a row depends on that row's prompt, so it is neither affine nor context-free."""
+        return Capabilities(affine=False, sensor=True, context_free=False, flat=self.inner.flat)
 
     def targets(self, n_layers: int) -> list[Site]:
         return self.inner.targets(n_layers)

@@ -2,9 +2,8 @@
 
 ``Patch(value, positions=[3, 7])`` with ``value`` of shape ``[2, d]`` writes row ``k`` at the ``k``-th
 listed position; a ``value`` of shape ``[d]`` is written at every selected position. With
-``direction=v`` only the component along unit ``v`` is replaced (a subspace patch, as in interchange
-interventions on a subspace):
-``x + ((value − x)·v̂) v̂``.
+``direction=v`` only the component along unit ``v`` is replaced, ``x + ((value − x)·v̂) v̂`` (a subspace
+patch: the interchange intervention on a distributed representation of Geiger et al.).
 """
 
 from __future__ import annotations
