@@ -368,3 +368,33 @@ def test_sentiment_is_linearly_readable_in_middle_layers(smollm):
     assert chosen and set(chosen) <= set(table["layer"])
     d = mean_diff(smollm, pairs, acts=acts)
     assert d.meta["dataset"]["pairs"] == len(pairs) and d.d_model == smollm.d_model
+
+
+# --- one probe type ----------------------------------------------------------------------------
+def test_a_fitted_probe_direction_reads_as_a_probe(tiny_llama, tmp_path):
+    p = probe(tiny_llama, TOY, layers=[1, 2], test=0)
+    as_analysis = sl.analysis.as_probe(p)  # raised TypeError when the two probe types had drifted
+    assert as_analysis.weights.keys() == {1, 2} and as_analysis.layer == 1
+    assert as_analysis.biases == {layer: pytest.approx(p.meta["intercept"][layer]) for layer in (1, 2)}
+    acts = capture_pairs(tiny_llama, TOY, layers=[1, 2])
+    x = torch.cat([acts.positive[:, 1], acts.negative[:, 1]]).float()
+    y = torch.tensor([1] * len(TOY) + [0] * len(TOY))
+    logit = as_analysis.score(x, 2)
+    assert torch.allclose(logit, x @ p[2] + p.meta["intercept"][2], atol=1e-4)  # the probe's own definition
+    assert torch.allclose(logit, probe_score(p, x, 2), atol=1e-5)
+    accuracy = float(((logit > 0).long() == y).float().mean())
+    assert accuracy == pytest.approx(p.meta["scores"][2])  # test=0: the training accuracy it reports
+    assert sl.analysis.Probe is sl.directions.Probe
+    back = sl.directions.as_probe(Direction.load(p.save(tmp_path / "p.direction")), layer=2)
+    assert back.layer == 2 and back.biases == as_analysis.biases
+
+
+def test_a_probe_round_trips_through_a_direction():
+    w = {3: torch.tensor([1.0, -2.0]), 4: torch.tensor([0.5, 0.5])}
+    original = sl.directions.Probe(w, {3: 0.25, 4: -1.0}, layer=4, site="resid_mid")
+    back = sl.directions.as_probe(original.to_direction())
+    assert back.layer == 4 and back.site == "resid_mid" and back.biases == {3: 0.25, 4: -1.0}
+    h = torch.tensor([[2.0, 1.0]])
+    assert torch.allclose(back.score(h, 3), torch.tensor([0.25]))  # 2 - 2 + 0.25
+    plain = Direction({0: torch.ones(2)})  # not a probe: bias 0
+    assert sl.directions.as_probe(plain).biases == {0: 0.0}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
 import steerlab as sl
-from steerlab.interventions.base import compile_rows
+from steerlab.interventions.batched import compile_rows
 from steerlab.interventions.positions import StepContext
 from steerlab.sites import Site
 
@@ -354,3 +355,45 @@ def test_a_batch_op_touches_the_rows_and_positions_a_hand_reference_does(second_
     expected1[2] += w
     expected1[3] += v
     assert torch.allclose(op(x1, step), expected1)
+
+
+# --- the registry and declared capabilities ------------------------------------------------------
+def test_a_second_class_with_a_taken_kind_fails_at_class_creation():
+    from steerlab.interventions.base import REGISTRY
+
+    before = dict(REGISTRY)
+    with pytest.raises(sl.SteerlabError, match="kind 'add' is already taken"):
+        type("MyAdd", (sl.Intervention,), {"kind": "add"})
+    with pytest.raises(sl.SteerlabError, match="must set its own kind"):
+        type("Tweaked", (sl.Add,), {})  # inherits Add's kind by accident
+    assert REGISTRY == before and REGISTRY["add"] is sl.Add
+
+
+def test_an_unknown_kind_on_load_is_one_clear_line(tmp_path):
+    path = sl.Steering([sl.Add(torch.ones(4), layers=[0])]).save(tmp_path / "r.steer")
+    doc = json.loads((path / "recipe.json").read_text())
+    doc["interventions"][0]["kind"] = "warp"
+    (path / "recipe.json").write_text(json.dumps(doc))
+    with pytest.raises(sl.SteerlabError) as err:
+        sl.Steering.load(path)
+    message = str(err.value)
+    assert "\n" not in message and "unknown intervention kind 'warp'" in message and "add" in message
+
+
+def test_capabilities_say_which_edits_are_affine_and_which_sense():
+    v = torch.ones(4)
+    assert sl.Add(v).capabilities().affine and not sl.Add(v, norm_match=True).affine
+    assert sl.Ablate(v).affine and not sl.Clamp(v, min=0.0).affine and sl.Clamp(v, value=1.0).affine
+    assert sl.Scale(0.5).affine and not sl.Scale(0.5, renorm=True).affine
+    assert sl.Rotate(v, 10.0, plane=torch.tensor([0.0, 1.0, 0.0, 0.0])).affine and not sl.Rotate(v, 10.0).affine
+    cond = sl.Conditional(sl.Add(v), v, layer=0, threshold=0.0)
+    assert cond.capabilities().sensor and not cond.capabilities().context_free and not sl.Add(v).capabilities().sensor
+    assert not sl.Patch(v).capabilities().context_free and sl.Add(v).capabilities().context_free
+    # affine really means x -> A x + b: check it on random inputs
+    x, y = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    for item in (sl.Add(v), sl.Ablate(v), sl.Clamp(v, value=1.0), sl.Scale(0.5)):
+        f0 = item(torch.zeros(1, 1, 4))
+        assert torch.allclose(item(x + y) - f0, (item(x) - f0) + (item(y) - f0), atol=1e-5), item
+    f0 = sl.Clamp(v, min=0.0)(torch.zeros(1, 1, 4))
+    clamp = sl.Clamp(v, min=0.0)
+    assert not torch.allclose(clamp(-x) - f0, -(clamp(x) - f0), atol=1e-5)

@@ -13,6 +13,7 @@ Subpackages (``sl.data``, ``sl.directions``, ``sl.recipes``, ``sl.analysis``, ``
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 __version__ = "0.1.0"
 
@@ -23,18 +24,21 @@ from .interventions import Ablate, Add, Clamp, Conditional, Intervention, Patch,
 from .models import GenerationResult, Model, load
 from .sites import Site, parse_site
 
+#: subpackages imported on first use (``sl.analysis``, ...); each one exists under ``steerlab/``
 SUBPACKAGES = ("activations", "analysis", "data", "directions", "edit", "evaluate", "interventions", "models",
-               "reasoning", "recipes", "report", "serve")
+               "recipes", "report")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> ModuleType:
     if name in SUBPACKAGES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'steerlab' has no attribute {name!r}")
 
 
+#: the public names, the subpackages (SUBPACKAGES) included
 __all__ = [
     "Ablate", "Activations", "Add", "Clamp", "Conditional", "Direction", "DiskActivations", "GenerationResult",
     "Intervention", "Model", "Patch", "Rotate", "Scale", "Site", "Steering", "SteerlabError", "__version__",
-    "load", "parse_site", *SUBPACKAGES,
+    "activations", "analysis", "data", "directions", "edit", "evaluate", "interventions", "load", "models",
+    "parse_site", "recipes", "report",
 ]

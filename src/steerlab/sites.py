@@ -58,6 +58,8 @@ class Site:
             return (n_layers, 0)
         if self.kind == "logits":
             return (n_layers, 1)
+        if self.layer is None:
+            raise SiteError(f"site kind {self.kind!r} needs a layer")
         return (self.layer, _ORDER[self.kind])
 
     def __str__(self) -> str:
@@ -115,8 +117,7 @@ def expand_sites(sites: str | list[str], layers: list[int] | None, n_layers: int
             out.extend(Site(name, layer) for layer in layer_list)
         else:
             out.append(parse_site(name, n_layers))
-    seen: set[Site] = set()
-    return [s for s in out if not (s in seen or seen.add(s))]
+    return list(dict.fromkeys(out))  # first occurrence of each, in order
 
 
 def normalize_layers(layers, n_layers: int) -> list[int]:

@@ -1,11 +1,16 @@
 """Captured activations: in memory, or sharded safetensors on disk with a manifest."""
 
-from .memory import Activations
-from .store import DiskActivations, ShardWriter, texts_hash
+from __future__ import annotations
 
-__all__ = ["Activations", "DiskActivations", "ShardWriter", "texts_hash"]
+import os
+
+from ..io import texts_hash
+from .memory import Activations, SiteValue
+from .store import DiskActivations, ShardWriter
+
+__all__ = ["Activations", "DiskActivations", "ShardWriter", "SiteValue", "open_activations", "texts_hash"]
 
 
-def open_activations(path) -> DiskActivations:
+def open_activations(path: str | os.PathLike[str]) -> DiskActivations:
     """Open activations written by ``model.capture(..., out=path)``."""
     return DiskActivations(path)

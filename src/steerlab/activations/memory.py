@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeAlias
 
 import torch
 
@@ -10,6 +11,8 @@ from ..errors import SiteError, SteerlabError
 from ..sites import Site, parse_site
 
 POSITIONS = ("last", "mean", "all")
+#: one site's values: ``[n_texts, ...]`` (positions "last"/"mean") or one ``[n_tokens_i, ...]`` per text ("all")
+SiteValue: TypeAlias = torch.Tensor | list[torch.Tensor]
 
 
 class Activations:
@@ -20,25 +23,26 @@ class Activations:
     ``[n_texts, n_layers, d]`` over the captured layers.
     """
 
-    def __init__(self, data: dict[str, torch.Tensor | list[torch.Tensor]], positions: str, meta: dict | None = None):
+    def __init__(self, data: Mapping[str, SiteValue], positions: str, meta: dict[str, Any] | None = None):
         if positions not in POSITIONS:
             raise SteerlabError(f"positions={positions!r} is not allowed; use one of {', '.join(POSITIONS)}")
-        self.data = data
+        self.data: Mapping[str, SiteValue] = data
         self.positions = positions
-        self.meta = dict(meta or {})
+        self.meta: dict[str, Any] = dict(meta or {})
 
     @property
     def sites(self) -> list[str]:
+        """The captured site names."""
         return list(self.data)
 
     def __len__(self) -> int:
         first = next(iter(self.data.values()), None)
         return 0 if first is None else len(first)
 
-    def __contains__(self, site) -> bool:
+    def __contains__(self, site: object) -> bool:
         return _name(site) in self.data
 
-    def __getitem__(self, site) -> torch.Tensor | list[torch.Tensor]:
+    def __getitem__(self, site: Site | str) -> SiteValue:
         name = _name(site)
         if name not in self.data:
             raise SiteError(f"site {name!r} was not captured; captured: {', '.join(self.data) or 'nothing'}")
@@ -49,7 +53,7 @@ class Activations:
 
     def layers(self, kind: str) -> list[int]:
         """Layers captured for a per-layer site kind, in order."""
-        out = []
+        out: list[int] = []
         for name in self.data:
             site = parse_site(name)
             if site.kind == kind and site.layer is not None:
@@ -63,11 +67,12 @@ class Activations:
         layers = self.layers(kind)
         if not layers:
             raise SiteError(f"no {kind!r} sites were captured; captured: {', '.join(self.data)}")
-        return torch.stack([self.data[Site(kind, layer).name] for layer in layers], dim=1)
+        values = [self.data[Site(kind, layer).name] for layer in layers]
+        return torch.stack([v for v in values if isinstance(v, torch.Tensor)], dim=1)
 
     def __repr__(self) -> str:
         return f"Activations({len(self)} texts, positions={self.positions!r}, sites={len(self.data)})"
 
 
-def _name(site) -> str:
+def _name(site: object) -> str:
     return site.name if isinstance(site, Site) else str(site)

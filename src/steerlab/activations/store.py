@@ -2,61 +2,51 @@
 
 Every shard is written to a temporary file and renamed into place, then the manifest is rewritten
 the same way, so a crash leaves either a finished shard recorded in the manifest or nothing.
-A capture restarted with the same texts, sites and positions skips the shards already recorded.
+A capture restarted with the same texts, sites and positions skips the shards already recorded;
+a different capture into the same folder starts it over. A folder that is not a capture (no
+manifest) is never written into unless it is empty.
 Reading memory-maps the shards: nothing is loaded until a site is asked for.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from ..errors import DataError, SiteError
-from .memory import Activations
+from .. import io
+from ..errors import DataError, SiteError, SteerlabError
+from ..io import texts_hash  # re-exported: captures are keyed by it
+from .memory import Activations, SiteValue
 
 FORMAT = "steerlab.activations/1"
 MANIFEST = "manifest.json"
 
 
-def texts_hash(texts: list[str]) -> str:
-    """A short hash identifying a list of texts (order matters)."""
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode("utf-8"))
-        h.update(b"\0")
-    return h.hexdigest()[:16]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+__all__ = ["FORMAT", "MANIFEST", "DiskActivations", "ShardWriter", "mmap_safetensors", "texts_hash"]
 
 
 class ShardWriter:
     """Writes one shard per batch and records it in the manifest; resumes a matching earlier run."""
 
-    def __init__(self, folder: str | os.PathLike, *, sites: list[str], positions: str, n_texts: int,
-                 key: dict, meta: dict | None = None):
+    def __init__(self, folder: str | os.PathLike[str], *, sites: list[str], positions: str, n_texts: int,
+                 key: dict[str, Any], meta: dict[str, Any] | None = None):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / MANIFEST
-        fresh = {"format": FORMAT, "sites": sites, "positions": positions, "n_texts": n_texts, "key": key,
+        _check_folder(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fresh: dict[str, Any] = {"format": FORMAT, "sites": sites, "positions": positions, "n_texts": n_texts, "key": key,
                  "meta": meta or {}, "shards": [], "complete": False}
         self.manifest = fresh
         if self.path.exists():
-            old = json.loads(self.path.read_text())
+            old = io.read_json(self.path, "activations manifest")
             same = all(old.get(k) == fresh[k] for k in ("format", "sites", "positions", "n_texts", "key"))
             if same:
                 self.manifest = old
@@ -64,7 +54,7 @@ class ShardWriter:
             else:
                 for s in old.get("shards", []):
                     (self.folder / s["file"]).unlink(missing_ok=True)
-        _atomic_write_text(self.path, json.dumps(self.manifest, indent=1))
+        io.write_json(self.path, self.manifest, indent=1)
 
     @property
     def done(self) -> set[int]:
@@ -74,18 +64,17 @@ class ShardWriter:
     def write(self, batch: int, rows: list[int], tensors: dict[str, torch.Tensor]) -> None:
         """Write one batch's tensors (site name -> tensor) and record it."""
         name = f"shard-{batch:06d}.safetensors"
-        tmp = self.folder / (name + ".tmp")
         payload = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         payload["__rows__"] = torch.tensor(rows, dtype=torch.long)
-        save_file(payload, str(tmp))
-        os.replace(tmp, self.folder / name)
+        io.atomic_write(self.folder / name, lambda tmp: save_file(payload, str(tmp)))
         self.manifest["shards"].append({"batch": batch, "file": name, "n": len(rows)})
-        _atomic_write_text(self.path, json.dumps(self.manifest, indent=1))
+        io.write_json(self.path, self.manifest, indent=1)
 
     def finish(self) -> DiskActivations:
+        """Mark the capture complete and open it."""
         self.manifest["shards"].sort(key=lambda s: s["batch"])
         self.manifest["complete"] = True
-        _atomic_write_text(self.path, json.dumps(self.manifest, indent=1))
+        io.write_json(self.path, self.manifest, indent=1)
         return DiskActivations(self.folder)
 
 
@@ -93,14 +82,23 @@ _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "
            "I64": torch.int64, "I32": torch.int32, "BOOL": torch.bool, "U8": torch.uint8}
 
 
-def mmap_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def _check_folder(folder: Path) -> None:
+    """Refuse to write a capture into a file, or into a non-empty folder that holds no capture manifest."""
+    if folder.exists() and not folder.is_dir():
+        raise SteerlabError(f"out={str(folder)!r} is a file; captures are written to a folder")
+    if folder.is_dir() and not io.is_artifact(folder, MANIFEST, FORMAT) and any(folder.iterdir()):
+        raise SteerlabError(f"out={str(folder)!r} is a folder that holds other files and no steerlab capture; "
+                            "give an empty or new folder (steerlab never writes over other files)")
+
+
+def mmap_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file as views on a memory map (pages load only when touched)."""
     with open(path, "rb") as f:
         (header_len,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(header_len))
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     base = 8 + header_len
-    out = {}
+    out: dict[str, torch.Tensor] = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
@@ -115,20 +113,20 @@ def mmap_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 class DiskActivations(Activations):
     """Activations read lazily from a sharded folder written by ``ShardWriter``."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike[str]):
         self.folder = Path(folder)
         path = self.folder / MANIFEST
         if not path.exists():
             raise DataError(f"no activations at {str(folder)!r} (expected {MANIFEST})")
-        self.manifest = json.loads(path.read_text())
+        self.manifest: dict[str, Any] = io.read_json(path, "activations manifest")
         if self.manifest.get("format") != FORMAT:
             raise DataError(f"{path} is not a steerlab activations manifest")
         if not self.manifest.get("complete"):
             raise DataError(f"activations at {str(folder)!r} are incomplete; run the capture again to resume it")
         self.positions = self.manifest["positions"]
         self.meta = self.manifest.get("meta", {})
-        self._cache: dict[str, object] = {}
-        self.data = _LazySites(self)
+        self._cache: dict[str, SiteValue] = {}
+        self.data: Mapping[str, SiteValue] = _LazySites(self)
 
     def __len__(self) -> int:
         return int(self.manifest["n_texts"])
@@ -138,12 +136,14 @@ class DiskActivations(Activations):
         for shard in self.manifest["shards"]:
             yield mmap_safetensors(self.folder / shard["file"])
 
-    def load(self, name: str):
+    def load(self, name: str) -> SiteValue:
+        """One captured site's values (read from the shards once, then cached)."""
         if name not in self.manifest["sites"]:
             raise SiteError(f"site {name!r} was not captured; captured: {', '.join(self.manifest['sites'])}")
         if name in self._cache:
             return self._cache[name]
-        parts, rows = [], []
+        parts: list[torch.Tensor] = []
+        rows: list[torch.Tensor] = []
         for shard in self.shards():
             rows.append(shard["__rows__"])
             if self.positions == "all":
@@ -152,6 +152,7 @@ class DiskActivations(Activations):
             else:
                 parts.append(shard[name])
         order = torch.cat(rows).argsort()
+        value: SiteValue
         if self.positions == "all":
             value = [parts[i] for i in order.tolist()]
         else:
@@ -160,17 +161,23 @@ class DiskActivations(Activations):
         return value
 
 
-class _LazySites(dict):
-    """A dict view over a DiskActivations' sites that loads a site on first access."""
+class _LazySites(Mapping[str, SiteValue]):
+    """A read-only mapping over a DiskActivations' sites that loads a site on first access."""
 
     def __init__(self, owner: DiskActivations):
-        super().__init__({name: None for name in owner.manifest["sites"]})
         self.owner = owner
+        self.names: list[str] = list(owner.manifest["sites"])
 
-    def __getitem__(self, name):
-        if not dict.__contains__(self, name):
+    def __getitem__(self, name: str) -> SiteValue:
+        if name not in self.names:
             raise KeyError(name)
         return self.owner.load(name)
 
-    def values(self):
-        return [self[name] for name in self]
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)

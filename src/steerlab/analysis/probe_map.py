@@ -1,6 +1,6 @@
 """Probe maps: score every layer × token position with a linear probe, and the refusal-cliff trace.
 
-A probe is a logistic-regression read-out ``sigmoid(w·h + b)`` of a hidden state.
+A probe is a logistic-regression read-out ``sigmoid(w·h + b)`` of a hidden state (``sl.directions.Probe``).
 Fit it on one layer's last-token states of a contrastive set (positive = label 1), then apply it
 to every position of new texts, generated continuations included, to see where and when the
 concept is present. ``probe_trace`` tail-aligns the per-position scores, averages them over a
@@ -9,67 +9,18 @@ data set and resamples the curve (the RefusalCliff trace).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 import torch
 
+from ..directions.estimators import probe_from
+from ..directions.probe import Probe, as_probe
 from ..errors import DataError, SteerlabError
 from ..models.tokens import chat_prompt, check_texts
 from ..sites import normalize_layers
 from ._common import token_ids, token_labels
 
 COLUMNS = ["text", "layer", "position", "tail", "token", "generated", "score", "prob"]
-
-
-@dataclass
-class Probe:
-    """A linear probe per layer: ``weights[layer]`` ``[d]`` and ``biases[layer]``; ``layer`` is the one it was fit on.
-
-    At a layer it holds no weights for, the probe of ``layer`` is used (a probe read across depths).
-    """
-
-    weights: dict[int, torch.Tensor]
-    biases: dict[int, float]
-    layer: int
-    site: str = "resid_post"
-    meta: dict = field(default_factory=dict)
-
-    def at(self, layer: int) -> tuple[torch.Tensor, float]:
-        """The (weight, bias) used at ``layer``."""
-        key = layer if layer in self.weights else self.layer
-        return self.weights[key], self.biases[key]
-
-    def score(self, h: torch.Tensor, layer: int | None = None) -> torch.Tensor:
-        """The probe's logit ``w·h + b`` of states ``[..., d]``."""
-        w, b = self.at(self.layer if layer is None else layer)
-        return h.float() @ w.float() + b
-
-    def prob(self, h: torch.Tensor, layer: int | None = None) -> torch.Tensor:
-        """``sigmoid(w·h + b)``: the probe's probability of the positive class."""
-        return torch.sigmoid(self.score(h, layer))
-
-
-def as_probe(probe, layer: int | None = None, site: str = "resid_post") -> Probe:
-    """Accept a ``Probe``, a ``Direction`` (bias from ``meta["intercepts"][layer]`` or ``meta["intercept"]``,
-    else 0) or a ``(weight, bias)`` pair (then ``layer`` names where it was fit)."""
-    if isinstance(probe, Probe):
-        return probe
-    if isinstance(probe, tuple) and len(probe) == 2:
-        w = torch.as_tensor(probe[0], dtype=torch.float32).flatten()
-        fit = 0 if layer is None else int(layer)
-        return Probe({fit: w}, {fit: float(probe[1])}, fit, site, {"method": "given"})
-    if hasattr(probe, "layers") and hasattr(probe, "meta"):
-        meta = probe.meta or {}
-        intercepts = meta.get("intercepts") or {}
-        weights = {int(l): probe[l].float() for l in probe.layers}
-        biases = {l: float(intercepts.get(l, intercepts.get(str(l), meta.get("intercept", 0.0)))) for l in weights}
-        fit = int(layer) if layer is not None else int(meta.get("layer", probe.layers[0]))
-        if fit not in weights:
-            raise SteerlabError(f"layer={fit} is not held by this direction; it holds layers {probe.layers}")
-        return Probe(weights, biases, fit, meta.get("site", site), dict(meta))
-    raise SteerlabError(f"probe must be a Probe, a Direction or a (weight, bias) pair, got {type(probe).__name__}")
 
 
 def fit_probe(model, pairs, layers=-1, site: str = "resid_post", C: float = 1.0, chat: bool = False,
@@ -80,29 +31,22 @@ def fit_probe(model, pairs, layers=-1, site: str = "resid_post", C: float = 1.0,
     standardised for the fit and the scaling folded back, so the probe reads raw activations.
     The first listed layer (the last one for ``"all"``) is the probe's own ``layer``; ``meta["train_accuracy"]`` holds each fit's accuracy.
     """
-    from sklearn.linear_model import LogisticRegression
-
     pos, neg = check_texts(getattr(pairs, "positive", None) or [], "pairs.positive"), \
         check_texts(getattr(pairs, "negative", None) or [], "pairs.negative")
     if len(pos) < 2 or len(neg) < 2:
         raise DataError("fit_probe needs at least 2 positive and 2 negative texts")
     layer_list = normalize_layers(layers, model.n_layers)
     first = layer_list[-1] if layers is None or isinstance(layers, str) else \
-        normalize_layers([layers] if isinstance(layers, int) else [list(layers)[0]], model.n_layers)[0]
+        normalize_layers([layers] if isinstance(layers, int) else [next(iter(layers))], model.n_layers)[0]
     acts = model.capture(pos + neg, sites=site, layers=layer_list, positions="last", chat=chat,
                          batch_size=batch_size, progress=progress)
-    y = np.array([1] * len(pos) + [0] * len(neg))
-    weights, biases, accuracy = {}, {}, {}
-    for layer in layer_list:
-        x = acts[f"layers.{layer}.{site}"].double().numpy()
-        mu, sd = x.mean(0), x.std(0) + 1e-6
-        clf = LogisticRegression(C=C, max_iter=2000).fit((x - mu) / sd, y)
-        w = clf.coef_[0] / sd
-        weights[layer] = torch.tensor(w, dtype=torch.float32)
-        biases[layer] = float(clf.intercept_[0] - (w * mu).sum())
-        accuracy[layer] = float(clf.score((x - mu) / sd, y))
+    x = torch.stack([acts[f"layers.{layer}.{site}"] for layer in layer_list], dim=1)  # [n, L, d]
+    fit = probe_from(x[: len(pos)], x[len(pos):], test=0, C=C)  # the one probe fit (directions.estimators)
+    weights = {layer: fit.coef[j].float() for j, layer in enumerate(layer_list)}
+    biases = {layer: float(fit.intercept[j]) for j, layer in enumerate(layer_list)}
+    accuracy = {layer: float(fit.train_accuracy[j]) for j, layer in enumerate(layer_list)}
     meta = {"method": "logistic_regression", "C": C, "train_accuracy": accuracy,
-            "dataset": getattr(pairs, "name", "custom"), "n": len(y)}
+            "dataset": getattr(pairs, "name", "custom"), "n": len(pos) + len(neg)}
     return Probe(weights, biases, first, site, meta)
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import DataError
+from ..io import short_hash
 
 
 @dataclass
@@ -39,10 +39,7 @@ class ContrastiveSet:
     @property
     def hash(self) -> str:
         """A short hash of the pairs (order matters)."""
-        h = hashlib.sha256()
-        for p, n in self:
-            h.update(p.encode() + b"\0" + n.encode() + b"\1")
-        return h.hexdigest()[:16]
+        return short_hash(p.encode() + b"\0" + n.encode() + b"\1" for p, n in self)
 
     def describe(self) -> dict:
         """Name, size and hash, for provenance."""

@@ -10,12 +10,18 @@ math can run on activations captured elsewhere.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from ..data.contrastive import ContrastiveSet
 from ..errors import DataError, ShapeError, SiteError, SteerlabError
 from ..sites import LAYER_KINDS, normalize_layers
+
+if TYPE_CHECKING:
+    from ..interventions.base import Layers
+    from ..models.model import Model
 
 #: Site kinds a direction can be found at: one flat vector per token (heads are [n_heads, d_head]).
 DIRECTION_SITES = tuple(k for k in LAYER_KINDS if k != "attn.heads")
@@ -38,12 +44,12 @@ class PairActivations:
     site: str = "resid_post"
     positions: str = "last"
     chat: bool = False
-    model: dict | None = None
-    dataset: dict | None = None
+    model: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = None
     n_layers: int | None = None
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.positive = _as_3d(self.positive, "positive")
         self.negative = _as_3d(self.negative, "negative")
         if self.positive.shape[1:] != self.negative.shape[1:]:
@@ -57,32 +63,39 @@ class PairActivations:
             self.n_layers = max(self.layers) + 1
 
     @property
+    def held(self) -> list[int]:
+        """The layers held, in column order."""
+        assert self.layers is not None  # filled in by __post_init__
+        return self.layers
+
+    @property
     def paired(self) -> bool:
         """True when row ``i`` of ``positive`` and of ``negative`` form a pair (same counts)."""
         return self.positive.shape[0] == self.negative.shape[0]
 
     def column(self, layer: int) -> int:
         """Index of ``layer`` along the layer axis."""
-        if layer not in self.layers:
-            raise SiteError(f"layer {layer} was not captured; these activations hold layers {self.layers}")
-        return self.layers.index(layer)
+        if layer not in self.held:
+            raise SiteError(f"layer {layer} was not captured; these activations hold layers {self.held}")
+        return self.held.index(layer)
 
     def at(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(positive [n, d], negative [n, d])`` at one layer."""
         j = self.column(layer)
         return self.positive[:, j], self.negative[:, j]
 
-    def select(self, layers) -> PairActivations:
+    def select(self, layers: Layers) -> PairActivations:
         """The same activations restricted to ``layers`` (None or ``"all"``: all held)."""
         if layers is None or (isinstance(layers, str) and layers == "all"):
             return self
-        wanted = normalize_layers(layers, self.n_layers)
+        wanted = normalize_layers(layers, self.n_layers or max(self.held) + 1)
         cols = [self.column(layer) for layer in wanted]
         return PairActivations(self.positive[:, cols], self.negative[:, cols], wanted, self.site, self.positions,
                                self.chat, self.model, self.dataset, self.n_layers, dict(self.meta))
 
 
-def capture_pairs(model, pairs: ContrastiveSet, layers=None, site: str = "resid_post", positions: str = "last",
+def capture_pairs(model: Model, pairs: ContrastiveSet, layers: Layers = None, site: str = "resid_post",
+                  positions: str = "last",
                   chat: bool = False, batch_size: int = 16, progress: bool | None = None) -> PairActivations:
     """Capture ``pairs.positive`` and ``pairs.negative`` at ``site`` over ``layers`` in one pass.
 
@@ -103,8 +116,8 @@ def capture_pairs(model, pairs: ContrastiveSet, layers=None, site: str = "resid_
                            pairs.describe(), model.n_layers)
 
 
-def resolve(model, pairs, layers, site: str, positions: str, chat: bool, batch_size: int,
-            acts: PairActivations | None) -> PairActivations:
+def resolve(model: Model | None, pairs: ContrastiveSet | None, layers: Layers, site: str, positions: str, chat: bool,
+            batch_size: int, acts: PairActivations | None) -> PairActivations:
     """Capture (or reuse ``acts``, checking it matches the request) for the method wrappers."""
     if acts is None:
         if model is None or pairs is None:
@@ -123,13 +136,13 @@ def resolve(model, pairs, layers, site: str, positions: str, chat: bool, batch_s
     return acts.select(layers)
 
 
-def provenance(method: str, acts: PairActivations, **extra) -> dict:
+def provenance(method: str, acts: PairActivations, **extra: Any) -> dict[str, Any]:
     """The metadata every Direction carries: where, how and from what it was made."""
     return {"model": acts.model, "site": acts.site, "method": method, "positions": acts.positions,
             "chat": acts.chat, "dataset": acts.dataset, **extra}
 
 
-def check_pairs(pairs) -> ContrastiveSet:
+def check_pairs(pairs: object) -> ContrastiveSet:
     """Raise ``DataError`` unless ``pairs`` is a non-empty ContrastiveSet."""
     if not isinstance(pairs, ContrastiveSet):
         raise DataError(f"pairs must be a ContrastiveSet(positive=[...], negative=[...]), got {type(pairs).__name__}")
@@ -138,24 +151,24 @@ def check_pairs(pairs) -> ContrastiveSet:
     return pairs
 
 
-def check_site(site) -> str:
+def check_site(site: object) -> str:
     """Raise ``SiteError`` unless ``site`` is a per-layer kind with one flat vector per token."""
     if site not in DIRECTION_SITES:
         hint = " (give the layers with layers=)" if isinstance(site, str) and site.startswith("layers.") else ""
         raise SiteError(f"site={site!r} is not a site a direction can be found at{hint}; "
                         f"use one of {', '.join(DIRECTION_SITES)}")
-    return site
+    return str(site)
 
 
-def check_positions(positions) -> str:
+def check_positions(positions: object) -> str:
     """Raise unless ``positions`` reduces each text to one vector (``"last"`` or ``"mean"``)."""
     if positions not in DIRECTION_POSITIONS:
         raise SteerlabError(f"positions={positions!r} is not allowed for directions; use one of "
                             f"{', '.join(DIRECTION_POSITIONS)}")
-    return positions
+    return str(positions)
 
 
-def _as_3d(x, what: str) -> torch.Tensor:
+def _as_3d(x: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:
     x = torch.as_tensor(x)
     if x.dim() == 2:
         x = x[:, None]

@@ -6,17 +6,24 @@ A saved direction is a folder ``name.direction/`` holding ``direction.json`` (me
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .. import io
 from ..errors import DataError, ShapeError, SteerlabError
 
+if TYPE_CHECKING:
+    from ..models.model import Model
+    from .probe import Probe
+
 FORMAT = "steerlab.direction/1"
+MARKER = "direction.json"
 
 
 class Direction:
@@ -27,8 +34,8 @@ class Direction:
     ``method``, ``dataset`` (name and hash), per-layer ``scores``, ``created`` and ``version``.
     """
 
-    def __init__(self, vectors: dict[int, torch.Tensor] | torch.Tensor, layers: list[int] | None = None,
-                 meta: dict | None = None):
+    def __init__(self, vectors: Mapping[int, torch.Tensor] | torch.Tensor, layers: Iterable[int] | None = None,
+                 meta: dict[str, Any] | None = None):
         if isinstance(vectors, torch.Tensor):
             if vectors.dim() == 1:
                 vectors = vectors[None]
@@ -45,7 +52,7 @@ class Direction:
             raise ShapeError(f"Direction vectors have different widths {sorted(widths)}")
         self.vectors: dict[int, torch.Tensor] = {int(k): v.detach().float().cpu().flatten() for k, v in
                                                  sorted(vectors.items())}
-        self.meta: dict = dict(meta or {})
+        self.meta: dict[str, Any] = dict(meta or {})
         self.meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         from .. import __version__
 
@@ -80,9 +87,10 @@ class Direction:
                          meta={**self.meta, "normalized": True})
 
     def norms(self) -> dict[int, float]:
+        """Each layer's vector norm."""
         return {k: float(v.norm()) for k, v in self.vectors.items()}
 
-    def select(self, layers) -> Direction:
+    def select(self, layers: int | Iterable[int]) -> Direction:
         """A direction holding only ``layers``."""
         layers = [layers] if isinstance(layers, int) else list(layers)
         return Direction({layer: self[layer] for layer in layers}, meta=dict(self.meta))
@@ -95,7 +103,7 @@ class Direction:
     def __neg__(self) -> Direction:
         return self * -1.0
 
-    def check_model(self, fingerprint: dict) -> None:
+    def check_model(self, fingerprint: dict[str, Any]) -> None:
         """Raise ``ShapeError`` if this direction was made for a model of another shape."""
         made_for = self.meta.get("model")
         if made_for and fingerprint and made_for.get("shape_hash") != fingerprint.get("shape_hash"):
@@ -105,33 +113,31 @@ class Direction:
             )
 
     # --- saving -------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``path/direction.json`` and ``path/vectors.safetensors``."""
-        folder = Path(path)
-        tmp = folder.with_name(folder.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        doc = {"format": FORMAT, "layers": self.layers, "d_model": self.d_model, "meta": self.meta}
-        (tmp / "direction.json").write_text(json.dumps(doc, indent=2, default=_jsonable))
-        save_file({f"layer.{k}": v.contiguous() for k, v in self.vectors.items()}, str(tmp / "vectors.safetensors"))
-        if folder.exists():
-            import shutil
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Write ``path/direction.json`` and ``path/vectors.safetensors``, built beside ``path`` and renamed into place.
 
-            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
-        os.replace(tmp, folder)
-        return folder
+        An existing ``path`` is refused unless ``overwrite=True``, and even then it is replaced only if
+        it is a saved direction (other folders and files are never removed).
+        """
+        doc = {"format": FORMAT, "layers": self.layers, "d_model": self.d_model, "meta": self.meta}
+        text = io.dumps(doc)  # before touching the disk: unsaveable metadata raises here
+
+        def fill(tmp: Path) -> None:
+            (tmp / MARKER).write_text(text, encoding="utf-8")
+            save_file({f"layer.{k}": v.contiguous() for k, v in self.vectors.items()}, str(tmp / "vectors.safetensors"))
+
+        return io.save_folder(path, fill, marker=MARKER, format=FORMAT, overwrite=overwrite, what="direction")
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model=None) -> Direction:
+    def load(cls, path: str | os.PathLike[str], model: Model | None = None) -> Direction:
         """Read a direction written by ``save``; with ``model``, refuse one made for another shape."""
         folder = Path(path)
-        if not (folder / "direction.json").is_file():
-            raise DataError(f"no direction at {str(path)!r} (expected a folder with direction.json)")
-        try:
-            doc = json.loads((folder / "direction.json").read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(f"{folder / 'direction.json'} is not valid JSON: {err}") from None
-        if doc.get("format") != FORMAT:
-            raise DataError(f"{folder} is not a steerlab direction (format {doc.get('format')!r})")
+        if not (folder / MARKER).is_file():
+            raise DataError(f"no direction at {str(path)!r} (expected a folder with {MARKER})")
+        doc = io.read_json(folder / MARKER, "direction")
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            found = doc.get("format") if isinstance(doc, dict) else None
+            raise DataError(f"{folder} is not a steerlab direction (format {found!r})")
         tensors = load_file(str(folder / "vectors.safetensors"))
         vectors = {int(k.split(".", 1)[1]): v for k, v in tensors.items()}
         direction = cls(vectors, meta=_layer_keys(doc.get("meta") or {}))
@@ -140,22 +146,29 @@ class Direction:
         return direction
 
     # --- llama.cpp control vectors -------------------------------------------------------------
-    def to_gguf(self, path: str | os.PathLike, layers=None, alpha: float = 1.0, model_hint: str | None = None) -> Path:
+    def to_gguf(self, path: str | os.PathLike[str], layers: int | Iterable[int] | None = None, alpha: float = 1.0,
+                model_hint: str | None = None) -> Path:
         """Write ``alpha * self[layer]`` for ``layers`` (default: all held but 0) as a llama.cpp control vector.
 
         ``direction.N`` in the file is added to the output of block N (steerlab's
-        ``layers.N.resid_post``); llama.cpp never steers block 0. See ``steerlab.edit.gguf_vectors``.
+        ``layers.N.resid_post``); llama.cpp never steers block 0. See ``steerlab.directions.gguf``.
         """
-        from ..edit.gguf_vectors import direction_to_gguf
+        from .gguf import direction_to_gguf
 
         return direction_to_gguf(self, path, layers=layers, alpha=alpha, model_hint=model_hint)
 
     @classmethod
-    def from_gguf(cls, path: str | os.PathLike) -> Direction:
+    def from_gguf(cls, path: str | os.PathLike[str]) -> Direction:
         """Read a llama.cpp (or repeng) control vector; its ``direction.N`` becomes layer N (resid_post)."""
-        from ..edit.gguf_vectors import direction_from_gguf
+        from .gguf import direction_from_gguf
 
         return direction_from_gguf(path)
+
+    def as_probe(self, layer: int | None = None) -> Probe:
+        """This direction read as a linear probe (weights per layer, bias from ``meta["intercept"]``)."""
+        from .probe import as_probe
+
+        return as_probe(self, layer)
 
     def __repr__(self) -> str:
         method = self.meta.get("method", "?")
@@ -168,7 +181,7 @@ def _span(layers: list[int]) -> str:
     return str(layers)
 
 
-def _layer_keys(meta: dict) -> dict:
+def _layer_keys(meta: dict[str, Any]) -> dict[str, Any]:
     """JSON turns per-layer dicts' int keys (``scores``, ``intercept``, ...) into strings; turn them back."""
     out = {}
     for key, value in meta.items():
@@ -176,13 +189,3 @@ def _layer_keys(meta: dict) -> dict:
             value = {int(k): v for k, v in value.items()}
         out[key] = value
     return out
-
-
-def _jsonable(value):
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (set, tuple, range)):
-        return list(value)
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot save {type(value).__name__} in direction metadata")

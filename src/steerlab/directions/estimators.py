@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import warnings
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import torch
@@ -17,9 +18,11 @@ import torch
 from ..errors import DataError, ShapeError, SteerlabError
 
 PCA_METHODS = ("pca_diff", "pca_center")
+#: activations as a tensor, a numpy array or nested lists of numbers
+ArrayLike: TypeAlias = torch.Tensor | np.ndarray | list[float] | list[list[float]] | list[list[list[float]]]
 
 
-def mean_diff_from(positive, negative) -> torch.Tensor:
+def mean_diff_from(positive: ArrayLike, negative: ArrayLike) -> torch.Tensor:
     """``mean(positive) - mean(negative)`` per layer, raw (not normalised), float64.
 
     The two sides may have different counts; shapes ``[n, d] -> [d]`` or ``[n, L, d] -> [L, d]``.
@@ -40,7 +43,7 @@ class PCAFit:
     agreement: torch.Tensor
 
 
-def pca_from(positive, negative, method: str = "pca_diff", center: bool = True) -> PCAFit:
+def pca_from(positive: ArrayLike, negative: ArrayLike, method: str = "pca_diff", center: bool = True) -> PCAFit:
     """First principal component of paired activations, per layer (RepE / repeng reading vectors).
 
     ``method="pca_diff"``: PCA of the differences ``h(pos_i) - h(neg_i)``; ``center=True`` removes
@@ -86,7 +89,7 @@ class ProbeFit:
     n_test: int
 
 
-def probe_from(positive, negative, test: float = 0.25, seed: int = 0, C: float = 1.0, standardize: bool = True,
+def probe_from(positive: ArrayLike, negative: ArrayLike, test: float = 0.25, seed: int = 0, C: float = 1.0, standardize: bool = True,
                max_iter: int = 2000) -> ProbeFit:
     """Fit a logistic regression (scikit-learn, L2, strength ``1/C``) positive vs negative per layer.
 
@@ -144,7 +147,8 @@ def split_indices(n: int, test: float, seed: int = 0) -> tuple[list[int], list[i
     return order[:cut], order[cut:]
 
 
-def split_rows(n_pos: int, n_neg: int, test: float, seed: int):
+def split_rows(n_pos: int, n_neg: int, test: float,
+               seed: int) -> tuple[tuple[list[int], list[int]], tuple[list[int], list[int]]]:
     """Train/test row indices for each class: the same split for both when the rows are pairs."""
     if n_pos == n_neg:
         split = split_indices(n_pos, test, seed)
@@ -152,7 +156,7 @@ def split_rows(n_pos: int, n_neg: int, test: float, seed: int):
     return split_indices(n_pos, test, seed), split_indices(n_neg, test, seed + 1)
 
 
-def cohens_d(a, b) -> float:
+def cohens_d(a: ArrayLike, b: ArrayLike) -> float:
     """Cohen's d of two samples: ``(mean a - mean b) / pooled sd`` (sample variances, ddof 1).
 
     NaN when there are fewer than 3 values in all (no pooled variance); ±inf when the pooled
@@ -171,23 +175,23 @@ def cohens_d(a, b) -> float:
     return gap / float(pooled)
 
 
-def class_alignment(positive, negative, direction) -> tuple[float, float]:
+def class_alignment(positive: ArrayLike, negative: ArrayLike, direction: ArrayLike) -> tuple[float, float]:
     """Mean of ``x/|x| . b/|b|`` over positives and over negatives (Selective Steering's test).
 
     A layer where the two means have opposite signs separates the classes on either side of
-    the origin along ``direction`` (METHODS.md §1.3). ``positive``/``negative``: ``[n, d]``.
+    the origin along ``direction``. ``positive``/``negative``: ``[n, d]``.
     """
     b = torch.as_tensor(direction, dtype=torch.float64).flatten()
     b = b / b.norm().clamp_min(1e-300)
 
-    def mean_cos(x) -> float:
+    def mean_cos(x: ArrayLike) -> float:
         x = torch.as_tensor(x, dtype=torch.float64)
         return float((x / x.norm(dim=-1, keepdim=True).clamp_min(1e-300) @ b).mean())
 
     return mean_cos(positive), mean_cos(negative)
 
 
-def _pair_of(positive, negative, paired: bool):
+def _pair_of(positive: ArrayLike, negative: ArrayLike, paired: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """float64 ``[n, L, d]`` tensors (and whether the input was ``[n, d]``), shapes checked."""
     pos, neg = torch.as_tensor(positive), torch.as_tensor(negative)
     if pos.dim() != neg.dim() or pos.dim() not in (2, 3):

@@ -7,6 +7,9 @@ Thin wrappers: capture the pairs once (``capture_pairs``), run the estimator on 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 
 from ..data.contrastive import ContrastiveSet
@@ -14,9 +17,14 @@ from ..errors import SteerlabError
 from .capture_pairs import PairActivations, provenance, resolve
 from .direction import Direction
 from .estimators import mean_diff_from, pca_from, probe_from
+from .probe import as_probe
+
+if TYPE_CHECKING:
+    from ..interventions.base import Layers
+    from ..models.model import Model
 
 
-def mean_diff(model, pairs: ContrastiveSet, layers=None, positions: str = "last", site: str = "resid_post",
+def mean_diff(model: Model | None, pairs: ContrastiveSet | None, layers: Layers = None, positions: str = "last", site: str = "resid_post",
               chat: bool = False, batch_size: int = 16, acts: PairActivations | None = None) -> Direction:
     """Per layer, ``mean(positive activations) - mean(negative activations)`` (raw, float64 sums).
 
@@ -25,10 +33,10 @@ def mean_diff(model, pairs: ContrastiveSet, layers=None, positions: str = "last"
     """
     acts = resolve(model, pairs, layers, site, positions, chat, batch_size, acts)
     vectors = mean_diff_from(acts.positive, acts.negative)
-    return Direction(vectors.float(), acts.layers, meta=provenance("mean_diff", acts))
+    return Direction(vectors.float(), acts.held, meta=provenance("mean_diff", acts))
 
 
-def pca(model, pairs: ContrastiveSet, layers=None, positions: str = "last", site: str = "resid_post",
+def pca(model: Model | None, pairs: ContrastiveSet | None, layers: Layers = None, positions: str = "last", site: str = "resid_post",
         chat: bool = False, batch_size: int = 16, method: str = "pca_diff", center: bool = True,
         acts: PairActivations | None = None) -> Direction:
     """Per layer, the first principal component of the paired activations (repeng's reading vector).
@@ -41,31 +49,31 @@ def pca(model, pairs: ContrastiveSet, layers=None, positions: str = "last", site
     acts = resolve(model, pairs, layers, site, positions, chat, batch_size, acts)
     fit = pca_from(acts.positive, acts.negative, method=method, center=center)
     meta = provenance(method, acts, center=center, score="explained_variance_ratio",
-                      scores=_per_layer(acts.layers, fit.explained), agreement=_per_layer(acts.layers, fit.agreement))
-    return Direction(fit.vectors.float(), acts.layers, meta=meta)
+                      scores=_per_layer(acts.held, fit.explained), agreement=_per_layer(acts.held, fit.agreement))
+    return Direction(fit.vectors.float(), acts.held, meta=meta)
 
 
-def probe(model, pairs: ContrastiveSet, layers=None, positions: str = "last", site: str = "resid_post",
+def probe(model: Model | None, pairs: ContrastiveSet | None, layers: Layers = None, positions: str = "last", site: str = "resid_post",
           chat: bool = False, batch_size: int = 16, test: float = 0.25, seed: int = 0, C: float = 1.0,
           standardize: bool = True, acts: PairActivations | None = None) -> Direction:
     """Per layer, a logistic-regression probe (positive vs negative); its weight vector is the direction.
 
     The probe is fit on a ``1 - test`` share of the pairs (split with ``seed``) on z-scored
     features, and mapped back to raw activations: ``x @ direction[layer] + meta["intercept"][layer]``
-    is its logit (see ``probe_score``). ``meta["scores"][layer]`` is the held-out accuracy (the
+    is its logit (see ``probe_score``; ``sl.directions.as_probe`` reads it as a ``Probe``). ``meta["scores"][layer]`` is the held-out accuracy (the
     training accuracy when ``test=0``, which fits on every pair).
     """
     acts = resolve(model, pairs, layers, site, positions, chat, batch_size, acts)
     fit = probe_from(acts.positive, acts.negative, test=test, seed=seed, C=C, standardize=standardize)
     meta = provenance("probe", acts, score="heldout_accuracy" if test else "train_accuracy",
-                      scores=_per_layer(acts.layers, fit.accuracy),
-                      train_accuracy=_per_layer(acts.layers, fit.train_accuracy),
-                      intercept=_per_layer(acts.layers, fit.intercept),
+                      scores=_per_layer(acts.held, fit.accuracy),
+                      train_accuracy=_per_layer(acts.held, fit.train_accuracy),
+                      intercept=_per_layer(acts.held, fit.intercept),
                       test=test, seed=seed, C=C, standardize=standardize, n_train=fit.n_train, n_test=fit.n_test)
-    return Direction(fit.coef.float(), acts.layers, meta=meta)
+    return Direction(fit.coef.float(), acts.held, meta=meta)
 
 
-def probe_score(direction: Direction, activations: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+def probe_score(direction: Direction, activations: torch.Tensor | np.ndarray, layer: int | None = None) -> torch.Tensor:
     """A probe direction's logit on new activations ``[n, d]`` (or ``[d]``) at ``layer``.
 
     ``> 0`` means the probe predicts "positive"; ``torch.sigmoid`` of it is the probability.
@@ -84,7 +92,7 @@ def probe_score(direction: Direction, activations: torch.Tensor, layer: int | No
     if x.shape[-1] != w.shape[0]:
         raise SteerlabError(f"activations have width {x.shape[-1]}, but the probe at layer {layer} expects "
                             f"{w.shape[0]}")
-    return x @ w + float(intercepts[layer])
+    return as_probe(direction, layer).score(x, layer)
 
 
 def _per_layer(layers: list[int], values: torch.Tensor) -> dict[int, float]:

@@ -4,7 +4,8 @@ The rule (each step falls back to the previous set when it would leave nothing):
 
 1. Keep the layers whose ``probe_acc`` is within ``margin`` of the best layer's.
 2. If ``require_opposite_sign`` (and the table has the column), keep those that pass the
-   opposite-sign alignment test (Selective Steering, METHODS.md §1.3).
+   opposite-sign alignment test (Selective Steering: the two classes'
+   mean cosines with the direction have opposite signs).
 3. Keep those inside the middle ``band`` of the model (fractions of depth, default 20%-80%):
    the first layers mostly carry token identity, the last ones are about to be read out, and
    steering works best in between.
@@ -20,6 +21,7 @@ The rule (each step falls back to the previous set when it would leave nothing):
 from __future__ import annotations
 
 import math
+from typing import SupportsFloat
 
 import pandas as pd
 
@@ -87,8 +89,12 @@ def _grow(run: list[int], layers: list[int], acc: dict[int, float], k: int, midd
     first, last = layers.index(run[0]), layers.index(run[-1])
     while last - first + 1 < k and (first > 0 or last < len(layers) - 1):
         options = [i for i in (first - 1, last + 1) if 0 <= i < len(layers)]
-        centre = lambda i: (layers[min(first, i)] + layers[max(last, i)]) / 2
-        best = max(options, key=lambda i: (acc[layers[i]], -abs(centre(i) - middle)))
+
+        def key(i: int, lo: int = first, hi: int = last) -> tuple[float, float]:
+            centre = (layers[min(lo, i)] + layers[max(hi, i)]) / 2
+            return (acc[layers[i]], -abs(centre - middle))
+
+        best = max(options, key=key)
         first, last = min(first, best), max(last, best)
     return layers[first:last + 1]
 
@@ -101,6 +107,6 @@ def _mean(run: list[int], acc: dict[int, float]) -> float:
     return sum(acc[x] for x in run) / len(run)
 
 
-def _num(value) -> float:
+def _num(value: SupportsFloat) -> float:
     value = float(value)
     return -math.inf if math.isnan(value) else value

@@ -9,7 +9,7 @@ Columns of the table (all floats unless noted):
 - ``cohens_d``: Cohen's d of the held-out positives' vs negatives' projections onto the unit
   training mean-difference direction.
 - ``mu_pos``, ``mu_neg``, ``opposite_sign`` (bool): Selective Steering's alignment test
-  (METHODS.md §1.3) on all pairs: every activation unit-normalised and projected onto the unit
+  on all pairs: every activation unit-normalised and projected onto the unit
   mean difference ``b1`` of all pairs, averaged per class; True when the two means differ in sign.
 - ``norm``: norm of the raw mean-difference vector over all pairs.
 
@@ -18,6 +18,9 @@ The split is over whole pairs, as ``ContrastiveSet.split(test, seed)`` makes it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 import pandas as pd
 import torch
 
@@ -26,10 +29,14 @@ from ..errors import ShapeError
 from .capture_pairs import PairActivations, resolve
 from .estimators import class_alignment, cohens_d, probe_from, split_rows
 
+if TYPE_CHECKING:
+    from ..interventions.base import Layers
+    from ..models.model import Model
+
 COLUMNS = ["layer", "probe_acc", "diff_acc", "cohens_d", "mu_pos", "mu_neg", "opposite_sign", "norm"]
 
 
-def sweep(model, pairs: ContrastiveSet, layers=None, site: str = "resid_post", positions: str = "last",
+def sweep(model: Model | None, pairs: ContrastiveSet | None, layers: Layers = None, site: str = "resid_post", positions: str = "last",
           test: float = 0.25, seed: int = 0, chat: bool = False, batch_size: int = 16, C: float = 1.0,
           acts: PairActivations | None = None) -> pd.DataFrame:
     """Per-layer separability of ``pairs`` at ``site``, from one capture of every layer.
@@ -39,13 +46,14 @@ def sweep(model, pairs: ContrastiveSet, layers=None, site: str = "resid_post", p
     ``recommend_layers`` uses to find the middle of the model.
     """
     acts = resolve(model, pairs, layers, site, positions, chat, batch_size, acts)
-    table = sweep_from(acts.positive, acts.negative, acts.layers, test=test, seed=seed, C=C)
+    table = sweep_from(acts.positive, acts.negative, acts.held, test=test, seed=seed, C=C)
     table.attrs.update({"model": acts.model, "dataset": acts.dataset, "site": acts.site,
                         "positions": acts.positions, "test": test, "seed": seed, "n_layers": acts.n_layers})
     return table
 
 
-def sweep_from(positive, negative, layers: list[int] | None = None, test: float = 0.25, seed: int = 0,
+def sweep_from(positive: torch.Tensor | np.ndarray, negative: torch.Tensor | np.ndarray,
+               layers: list[int] | None = None, test: float = 0.25, seed: int = 0,
                C: float = 1.0) -> pd.DataFrame:
     """The sweep on precomputed activations ``[n, n_layers, d]`` (``layers`` labels the columns)."""
     pos, neg = torch.as_tensor(positive).double(), torch.as_tensor(negative).double()
@@ -58,7 +66,7 @@ def sweep_from(positive, negative, layers: list[int] | None = None, test: float 
     (p_train, p_test), (n_train, n_test) = split_rows(pos.shape[0], neg.shape[0], test, seed)
     if not p_test:  # test=0: the held-out columns fall back to the training rows
         p_test, n_test = p_train, n_train
-    rows = []
+    rows: list[dict[str, Any]] = []
     for j, layer in enumerate(layers):
         train_diff = pos[p_train, j].mean(0) - neg[n_train, j].mean(0)
         unit = train_diff / train_diff.norm().clamp_min(1e-300)

@@ -5,8 +5,8 @@
     d.to_gguf("happy.gguf")                                           # llama.cpp control vector
 """
 
+from ..directions.gguf import ControlVectorFile, read_control_vector, write_control_vector
 from .bake import bake, check_equivalent, plan
-from .gguf_vectors import ControlVectorFile, read_control_vector, write_control_vector
 from .peers import from_repeng, from_steering_vectors
 from .steer2edit import Steer2EditResult, steer2edit
 from .writers import NotBakeableError

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..directions.gguf import direction_from_gguf
 from ..errors import DataError, SteerlabError
-from .gguf_vectors import direction_from_gguf
 
 #: steering-vectors' layer types -> steerlab sites (module names as in Llama-like models)
 LAYER_TYPES = {"decoder_block": "resid_post", "self_attn": "attn_out", "mlp": "mlp_out",

@@ -8,7 +8,6 @@ sizes of every split are recorded in ``Comparison.data``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import time
@@ -23,6 +22,7 @@ from ..data import ContrastiveSet, load, reference_text
 from ..directions import probe, probe_score
 from ..errors import SteerlabError
 from ..interventions import Steering
+from ..io import texts_hash
 from ..models import Model
 from ..recipes import FitContext, Fitted, fit, method_names, spec
 from ..recipes.cast import condition_fires
@@ -93,10 +93,7 @@ class Comparison:
 
 
 def _hash_texts(texts: Iterable[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode() + b"\0")
-    return h.hexdigest()[:16]
+    return texts_hash(texts)
 
 
 def _baseline() -> Fitted:

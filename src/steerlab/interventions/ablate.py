@@ -5,7 +5,19 @@ from __future__ import annotations
 import torch
 
 from ..sites import Site
-from .base import Intervention, Params, at_layer, check_width, dot, numel, orthonormal_rows
+from .base import (
+    Intervention,
+    Layers,
+    Params,
+    Positions,
+    Static,
+    VectorLike,
+    at_layer,
+    check_width,
+    dot,
+    numel,
+    orthonormal_rows,
+)
 
 
 class Ablate(Intervention):
@@ -19,28 +31,34 @@ class Ablate(Intervention):
     kind = "ablate"
     tensor_args = ("direction",)
 
-    def __init__(self, direction, layers=None, site: str = "resid_post", positions="all"):
+    def __init__(self, direction: VectorLike, layers: Layers = None, site: str = "resid_post",
+                 positions: Positions = "all"):
         super().__init__(layers=layers, site=site, positions=positions)
         self.direction = self._tensor_arg(direction, "Ablate direction")
 
-    def default_layers(self):
+    @property
+    def affine(self) -> bool:
+        """A fixed projection ``x - P x`` is linear."""
+        return True
+
+    def default_layers(self) -> list[int] | None:
         return sorted(self.direction) if isinstance(self.direction, dict) else None
 
-    def params(self, site: Site, shape) -> Params:
+    def params(self, site: Site, shape: tuple[int, ...]) -> Params:
         basis = orthonormal_rows(at_layer(self.direction, site, "Ablate direction"), "Ablate direction")
         check_width(basis, numel(shape), site, "Ablate direction")
         return {"basis": basis}  # [k, D]
 
-    def static(self):
+    def static(self) -> Static:
         sample = next(iter(self.direction.values())) if isinstance(self.direction, dict) else self.direction
         return {"rank": 1 if sample.dim() == 1 else int(sample.shape[0])}
 
     @classmethod
-    def neutral(cls, p: Params, static) -> Params | None:
+    def neutral(cls, p: Params, static: Static) -> Params | None:
         return {"basis": torch.zeros_like(p["basis"])}  # nothing to project out
 
     @classmethod
-    def prepare(cls, p: Params, static) -> Params:
+    def prepare(cls, p: Params, static: Static) -> Params:
         if static["rank"] == 1:  # the one direction as [B|1, 1, D], ready to broadcast
             return {"basis": p["basis"], "vector": p["basis"][:, :, 0]}
         return p

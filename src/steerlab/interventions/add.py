@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..sites import Site
-from .base import Intervention, Params, at_layer, check_width, numel
+from .base import Intervention, Layers, Params, Positions, Static, VectorLike, at_layer, check_width, numel
 
 
 class Add(Intervention):
@@ -20,25 +20,30 @@ class Add(Intervention):
     tensor_args = ("vector",)
     scalar_args = ("alpha", "norm_match")
 
-    def __init__(self, vector, alpha: float = 1.0, layers=None, site: str = "resid_post", positions="all",
-                 norm_match: bool = False):
+    def __init__(self, vector: VectorLike, alpha: float = 1.0, layers: Layers = None, site: str = "resid_post",
+                 positions: Positions = "all", norm_match: bool = False):
         super().__init__(layers=layers, site=site, positions=positions)
         self.vector = self._tensor_arg(vector, "Add vector")
         self.alpha = float(alpha)
         self.norm_match = bool(norm_match)
 
-    def default_layers(self):
+    @property
+    def affine(self) -> bool:
+        """Adding a fixed vector is affine; rescaling to the old norm (``norm_match``) is not."""
+        return not self.norm_match
+
+    def default_layers(self) -> list[int] | None:
         return sorted(self.vector) if isinstance(self.vector, dict) else None
 
-    def params(self, site: Site, shape) -> Params:
+    def params(self, site: Site, shape: tuple[int, ...]) -> Params:
         v = check_width(at_layer(self.vector, site, "Add vector").flatten(), numel(shape), site, "Add vector")
         return {"delta": self.alpha * v.float()}
 
-    def static(self):
+    def static(self) -> Static:
         return {"norm_match": self.norm_match}
 
     @classmethod
-    def neutral(cls, p: Params, static) -> Params | None:
+    def neutral(cls, p: Params, static: Static) -> Params | None:
         return None if static["norm_match"] else {"delta": torch.zeros_like(p["delta"])}
 
     @classmethod

@@ -1,36 +1,61 @@
-"""The intervention protocol: per-row parameters, position masks, and one vectorised op per site.
+"""The intervention protocol: what an edit computes, where and when it acts, and how it is saved.
 
 An intervention says *what* happens to an activation (its math, in ``apply``), *where* (a site
-kind over some layers) and *when* (a position spec). It never touches the model: hooks in
-``models/hooks.py`` hand it the activation at a site and a ``StepContext``.
-
-Batches may mix recipes: rows are grouped by ``group_key`` and each group's per-row parameters
-are stacked once per call, so a decoding step runs one tensor op per group, never a loop over rows.
+kind over some layers) and *when* (a position spec). It never touches the model: hooks hand it the
+activation at a site and a ``StepContext``. Stacking many rows' parameters into one op per
+decoding step is ``batched.py``'s job; this module holds only the contract and the small helpers
+the math shares.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 
+import numpy as np
 import torch
 
-from ..errors import ShapeError, SteerlabError
-from ..sites import GLOBAL_KINDS, Site, check_kind, normalize_layers
+from ..errors import DataError, ShapeError, SteerlabError
+from ..sites import GLOBAL_KINDS, Site, check_kind, normalize_layers, parse_site
 from .positions import PositionSpec, StepContext, describe_positions, parse_positions
 
-Params = dict[str, torch.Tensor]
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+Params: TypeAlias = dict[str, torch.Tensor]
+#: options that shape the math (not per-row numbers), passed to ``apply`` as keyword arguments
+Static: TypeAlias = dict[str, Any]
+#: a layers argument: None (every layer, or the layers the parameters hold), ``"all"``, an int or ints
+Layers: TypeAlias = int | str | Iterable[int] | None
+#: a positions argument: ``"all"``, ``"prompt"``, ``"generated"``, ``"last"``, an int or ints
+Positions: TypeAlias = str | int | Sequence[int]
+ArrayLike: TypeAlias = torch.Tensor | np.ndarray | Sequence[float] | Sequence[Sequence[float]]
+#: one tensor per layer, as held by an intervention after ``per_layer``
+PerLayer: TypeAlias = torch.Tensor | dict[int, torch.Tensor]
 
 
-def describe_layers(layers):
+class LayeredVectors(Protocol):
+    """Anything holding one vector per layer, like a ``Direction``: ``.layers`` and ``obj[layer]``."""
+
+    @property
+    def layers(self) -> list[int]: ...
+
+    def __getitem__(self, layer: int) -> torch.Tensor: ...
+
+
+#: a tensor argument: one array for every layer, a ``{layer: array}`` dict, or a Direction
+VectorLike: TypeAlias = ArrayLike | Mapping[int, ArrayLike] | LayeredVectors
+
+
+def describe_layers(layers: Layers) -> int | str | list[int] | None:
     """The JSON-friendly form of a layers argument."""
     if layers is None or isinstance(layers, (int, str)):
         return layers
     return [int(x) for x in layers]
 
 
-def as_tensor(value, what: str) -> torch.Tensor:
+def as_tensor(value: object, what: str) -> torch.Tensor:
     """A float tensor from a tensor, numpy array or list; a clear error otherwise."""
     if isinstance(value, torch.Tensor):
         return value.detach()
@@ -40,17 +65,18 @@ def as_tensor(value, what: str) -> torch.Tensor:
         raise SteerlabError(f"{what} must be a tensor or an array of numbers, got {type(value).__name__}") from None
 
 
-def per_layer(value, what: str) -> torch.Tensor | dict[int, torch.Tensor]:
+def per_layer(value: VectorLike, what: str) -> PerLayer:
     """Accept one tensor (the same at every layer), a ``{layer: tensor}`` dict, or a Direction-like
     object (``.layers`` and ``obj[layer]``), and return a tensor or a dict of tensors."""
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {int(k): as_tensor(v, what) for k, v in value.items()}
     if hasattr(value, "layers") and hasattr(value, "__getitem__") and not isinstance(value, torch.Tensor):
-        return {int(layer): as_tensor(value[layer], what) for layer in value.layers}
+        layered: Any = value
+        return {int(layer): as_tensor(layered[layer], what) for layer in layered.layers}
     return as_tensor(value, what)
 
 
-def at_layer(value: torch.Tensor | dict[int, torch.Tensor], site: Site, what: str) -> torch.Tensor:
+def at_layer(value: PerLayer, site: Site, what: str) -> torch.Tensor:
     """The value an intervention uses at ``site`` (the per-layer entry, or the shared tensor)."""
     if isinstance(value, dict):
         if site.layer not in value:
@@ -89,15 +115,60 @@ def orthonormal_rows(matrix: torch.Tensor, what: str) -> torch.Tensor:
     return q.T.contiguous()
 
 
+def masked(x: torch.Tensor, new: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``new`` where ``mask`` is True (every position when None), ``x`` elsewhere."""
+    if mask is None:
+        return new
+    return torch.where(mask.view(*mask.shape, *([1] * (x.dim() - 2))), new, x)
+
+
+def numel(shape: Iterable[int]) -> int:
+    """Number of elements of a trailing shape, e.g. ``(n_heads, d_head)`` -> ``n_heads * d_head``."""
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out
+
+
+def dot(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product over the last dimension, keeping it: ``[..., 1]``."""
+    return (x * v).sum(-1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an intervention declares about itself, for code that plans, bakes or serves it.
+
+    ``affine``: its math is ``x -> A x + b`` with ``A`` and ``b`` fixed (not read from ``x``), so it
+    can be folded into weights; ``sensor``: it reads a site to decide per row (a condition), so it
+    needs a forward pass over the prompt; ``context_free``: its math never reads the ``StepContext``
+    (only its position mask does); ``flat``: it works on flat vectors ``[B, T, D]`` (head outputs
+    are flattened for it).
+    """
+
+    affine: bool
+    sensor: bool
+    context_free: bool
+    flat: bool
+
+
 #: every intervention class by its ``kind``, for loading saved recipes
 REGISTRY: dict[str, type[Intervention]] = {}
+
+def intervention_class(kind: str) -> type[Intervention]:
+    """The intervention class saved under ``kind``; ``DataError`` naming the known kinds otherwise."""
+    cls = REGISTRY.get(kind)
+    if cls is None:
+        raise DataError(f"unknown intervention kind {kind!r}; known kinds: {', '.join(sorted(REGISTRY))}")
+    return cls
 
 
 class Intervention:
     """Base class: an edit at one site kind, over some layers, at some positions.
 
-    Subclasses implement ``params`` (one row's tensors at one site) and ``apply`` (the batched math
-    on ``x`` of shape ``[B, T, ...]`` with parameters stacked as ``[B or 1, 1, ...]``).
+    Subclasses set a unique ``kind`` and implement ``params`` (one row's tensors at one site) and
+    ``apply`` (the batched math on ``x`` of shape ``[B, T, ...]`` with parameters stacked as
+    ``[B or 1, 1, ...]``).
     """
 
     kind: ClassVar[str] = "intervention"
@@ -105,32 +176,53 @@ class Intervention:
     flat: ClassVar[bool] = True
     #: whether ``apply`` needs the StepContext (positions resolved inside the math)
     needs_context: ClassVar[bool] = False
+    #: whether this intervention reads a site to decide per row (see ``Capabilities.sensor``)
+    sensor: ClassVar[bool] = False
     #: constructor arguments held as tensors (or ``{layer: tensor}``); saved to safetensors
     tensor_args: ClassVar[tuple[str, ...]] = ()
     #: other constructor arguments, saved to JSON
     scalar_args: ClassVar[tuple[str, ...]] = ()
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        REGISTRY[cls.kind] = cls
+        kind = cls.__dict__.get("kind")
+        if kind is None:
+            raise SteerlabError(f"intervention class {cls.__name__} must set its own kind = '...' (saved recipes "
+                                f"name interventions by kind; {cls.__mro__[1].__name__}'s is {cls.kind!r})")
+        old = REGISTRY.get(kind)
+        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise SteerlabError(f"intervention kind {kind!r} is already taken by {old.__module__}.{old.__qualname__}; "
+                                f"give {cls.__name__} another kind")
+        REGISTRY[kind] = cls  # the same class defined again (a module reload) replaces itself
 
-    def __init__(self, *, layers=None, site: str = "resid_post", positions="all"):
+    def __init__(self, *, layers: Layers = None, site: str = "resid_post", positions: Positions = "all"):
         self.site = check_kind(site)
         self.layers = layers
         self.positions: PositionSpec = parse_positions(positions)
-        self.provenance: dict | None = None
+        self.provenance: dict[str, Any] | None = None
 
-    def _tensor_arg(self, value, what: str):
+    def _tensor_arg(self, value: VectorLike, what: str) -> PerLayer:
         """Normalise a tensor argument (see ``per_layer``), keeping a Direction's metadata as provenance."""
         meta = getattr(value, "meta", None)
         if isinstance(meta, dict) and self.provenance is None:
             self.provenance = meta
         return per_layer(value, what)
 
+    # --- what it declares ----------------------------------------------------------------------
+    @property
+    def affine(self) -> bool:
+        """Whether the math is ``x -> A x + b`` with fixed ``A``, ``b`` (see ``Capabilities``)."""
+        return False
+
+    def capabilities(self) -> Capabilities:
+        """What this intervention declares about itself."""
+        return Capabilities(affine=self.affine, sensor=self.sensor, context_free=not self.needs_context,
+                            flat=self.flat)
+
     # --- where -------------------------------------------------------------------------------
-    def default_layers(self):
+    def default_layers(self) -> list[int] | None:
         """Layers used when ``layers`` is None: every layer, unless the parameters say otherwise."""
-        return
+        return None
 
     def targets(self, n_layers: int) -> list[Site]:
         """The full sites this intervention acts on, for a model with ``n_layers`` layers."""
@@ -144,16 +236,16 @@ class Intervention:
         """This intervention's parameters at ``site`` whose trailing activation shape is ``shape``."""
         raise NotImplementedError
 
-    def static(self) -> dict[str, Any]:
+    def static(self) -> Static:
         """Options that change the shape of the math (not per-row numbers); passed to ``apply``."""
         return {}
 
-    def group_key(self) -> tuple:
+    def group_key(self) -> tuple[Any, ...]:
         """Interventions with equal keys can be stacked row-wise into one op."""
         return (type(self), tuple(sorted(self.static().items())))
 
     @classmethod
-    def neutral(cls, p: Params, static: dict[str, Any]) -> Params | None:
+    def neutral(cls, p: Params, static: Static) -> Params | None:
         """Parameters shaped like ``p`` for which ``apply`` returns ``x`` exactly, or None if there are none.
 
         A batch row without this intervention gets them, so a mixed batch runs the math on every
@@ -162,22 +254,24 @@ class Intervention:
         return None
 
     @classmethod
-    def prepare(cls, p: Params, static: dict[str, Any]) -> Params:
+    def prepare(cls, p: Params, static: Static) -> Params:
         """Stacked parameters reshaped or combined once per call into what ``apply`` reads fastest
         (a decoding step pays for every tensor op, however small)."""
         return p
 
     @classmethod
-    def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, **static) -> torch.Tensor:
+    def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, *args: Any, **static: Any) -> torch.Tensor:
         """Batched math: ``x`` is ``[B, T, D]`` (or structured for ``flat=False``), parameters are
         stacked ``[B or 1, 1, ...]``, ``mask`` is ``[B, T]`` (or ``[B, 1]``: whole rows) or None
-        (every position)."""
+        (every position). ``static`` holds the keyword options of ``static()`` (and ``ctx``, the
+        ``StepContext``, when ``needs_context``); subclasses name them as keyword parameters."""
         raise NotImplementedError
 
     # --- serialisation -----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """JSON-friendly settings (tensors go to ``tensors()``)."""
-        out = {"layers": describe_layers(self.layers), "site": self.site, "positions": describe_positions(self.positions)}
+        out: dict[str, Any] = {"layers": describe_layers(self.layers), "site": self.site,
+                               "positions": describe_positions(self.positions)}
         out.update({name: getattr(self, name) for name in self.scalar_args})
         return out
 
@@ -193,7 +287,7 @@ class Intervention:
         return out
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]):
+    def from_config(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Self:
         """Rebuild from ``config()`` and ``tensors()`` (the inverse of saving)."""
         kwargs = dict(config)
         for name in cls.tensor_args:
@@ -205,18 +299,18 @@ class Intervention:
         return cls(**kwargs)
 
     # --- direct use on tensors (tests, notebooks) --------------------------------------------
-    def __call__(self, x: torch.Tensor, site: Site | str | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, site: Site | str | None = None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """Apply to a tensor ``[B, T, ...]`` directly, at every position (or where ``mask`` is True).
 
         ``site`` picks the per-layer parameters (default: this intervention's first target).
         """
         if site is None:
             layers = self.layers if self.layers is not None else self.default_layers()
-            layer = 0 if layers is None else (layers if isinstance(layers, int) else list(layers)[0])
+            layer = 0 if layers is None or isinstance(layers, str) else (
+                layers if isinstance(layers, int) else next(iter(layers)))
             site = Site(self.site) if self.site in GLOBAL_KINDS else Site(self.site, int(layer))
         elif isinstance(site, str):
-            from ..sites import parse_site
-
             site = parse_site(site)
         shape = tuple(x.shape[2:])
         p = {k: v.to(device=x.device, dtype=x.dtype if v.is_floating_point() else v.dtype)[None, None]
@@ -229,7 +323,7 @@ class Intervention:
         return f"{type(self).__name__}({cfg})"
 
 
-def run(cls: type[Intervention], x: torch.Tensor, p: Params, mask: torch.Tensor | None, static: dict,
+def run(cls: type[Intervention], x: torch.Tensor, p: Params, mask: torch.Tensor | None, static: Static,
         ctx: StepContext | None = None) -> torch.Tensor:
     """Call ``cls.apply`` (on the flattened view where the intervention works on flat vectors)."""
     if cls.needs_context:
@@ -244,114 +338,3 @@ def _direct_context(x: torch.Tensor) -> StepContext:
     batch, width = x.shape[:2]
     zeros = torch.zeros(batch, dtype=torch.long, device=x.device)
     return StepContext(batch, width, 0, zeros, zeros + width)
-
-
-def masked(x: torch.Tensor, new: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """``new`` where ``mask`` is True (every position when None), ``x`` elsewhere."""
-    if mask is None:
-        return new
-    return torch.where(mask.view(*mask.shape, *([1] * (x.dim() - 2))), new, x)
-
-
-def numel(shape) -> int:
-    """Number of elements of a trailing shape, e.g. ``(n_heads, d_head)`` -> ``n_heads * d_head``."""
-    out = 1
-    for s in shape:
-        out *= int(s)
-    return out
-
-
-def dot(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot product over the last dimension, keeping it: ``[..., 1]``."""
-    return (x * v).sum(-1, keepdim=True)
-
-
-class Op:
-    """One group's compiled op at one site: stacked per-row parameters and position specs.
-
-    Built once per call; ``__call__`` runs every decoding step. Whatever does not change between
-    steps is worked out here, once: an op touching every position of every row runs the math with
-    no mask and never reads the context; an op touching every position of *some* rows keeps one
-    constant ``[B, 1]`` row mask instead of building a ``[B, T]`` mask each step.
-    """
-
-    def __init__(self, cls: type[Intervention], static: dict, params: Params, specs: list[PositionSpec | None],
-                 extra_rows=None, device: torch.device | None = None):
-        self.cls = cls
-        self.static = static
-        self.params = cls.prepare(params, static)
-        self.specs = specs
-        self.shared_spec = specs[0] if len(set(specs)) == 1 else None
-        self.extra_rows = extra_rows  # callable(ctx) -> [B] bool, or None
-        self.rows: torch.Tensor | None = None  # [B, 1] bool: rows touched at every position
-        if self.shared_spec is None and set(specs) == {"all", None}:
-            self.rows = torch.tensor([s is not None for s in specs], device=device)[:, None]
-        #: no mask and no context needed: the same math at every step
-        self.context_free = self.shared_spec == "all" and extra_rows is None and not cls.needs_context
-
-    def mask(self, ctx: StepContext) -> torch.Tensor | None:
-        """``[B, T]`` or ``[B, 1]`` bool mask of what this op touches in this forward pass (None: everything)."""
-        if self.rows is not None:
-            mask = self.rows
-        elif self.shared_spec is not None:
-            mask = ctx.mask(self.shared_spec)
-        else:
-            mask = ctx.row_mask(self.specs)
-        if self.extra_rows is not None:
-            rows = self.extra_rows(ctx)[:, None]
-            mask = rows if mask is None else mask & rows
-        return mask
-
-    def direct(self, shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """For a context-free op on a flat site (trailing ``shape`` of one dimension): ``x -> new x``
-        calling the math straight away, so a hook needs no context and no dispatch. None otherwise."""
-        if not self.context_free or (self.cls.flat and len(shape) != 1):
-            return None
-        return functools.partial(self.cls.apply, p=self.params, mask=None, **self.static)
-
-    def __call__(self, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
-        if self.context_free:
-            return run(self.cls, x, self.params, None, self.static)
-        if x.shape[1] != ctx.width:
-            ctx = ctx.tail(x.shape[1])
-        return run(self.cls, x, self.params, self.mask(ctx), self.static, ctx)
-
-
-def compile_rows(
-    items: list[Intervention | None],
-    site: Site,
-    shape: tuple[int, ...],
-    like: torch.Tensor,
-    extra_rows=None,
-) -> Op:
-    """Stack the parameters of one group (one entry per batch row, None for untouched rows) into an Op.
-
-    When every row holds the same intervention the parameters keep a leading dimension of 1.
-    """
-    present = [it for it in items if it is not None]
-    first = present[0]
-    cls = type(first)
-
-    def cast(t: torch.Tensor) -> torch.Tensor:
-        return t.to(device=like.device, dtype=like.dtype if t.is_floating_point() else t.dtype)
-
-    if all(it is first for it in items):
-        params = {k: cast(v)[None, None] for k, v in first.params(site, shape).items()}
-        specs: list = [first.positions] * len(items)
-        return Op(cls, first.static(), params, specs, extra_rows, like.device)
-    cache: dict[int, Params] = {}
-    for it in present:
-        if id(it) not in cache:
-            cache[id(it)] = it.params(site, shape)
-    neutral = cls.neutral(cache[id(first)], first.static())
-    # Rows without the intervention: neutral parameters at the present rows' positions (no row
-    # mask needed) when the class has them and those positions agree, else a row mask.
-    spec_of_absent = None
-    if neutral is not None and len({it.positions for it in present}) == 1:
-        spec_of_absent = first.positions
-    else:
-        neutral = cache[id(first)]
-    rows = [cache[id(it)] if it is not None else neutral for it in items]
-    params = {k: cast(torch.stack([r[k] for r in rows]))[:, None] for k in rows[0]}
-    specs = [it.positions if it is not None else spec_of_absent for it in items]
-    return Op(cls, first.static(), params, specs, extra_rows, like.device)

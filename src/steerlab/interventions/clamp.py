@@ -8,7 +8,7 @@ import torch
 
 from ..errors import SteerlabError
 from ..sites import Site
-from .base import Intervention, Params, at_layer, check_width, dot, numel, unit
+from .base import Intervention, Layers, Params, Positions, VectorLike, at_layer, check_width, dot, numel, unit
 
 
 class Clamp(Intervention):
@@ -18,8 +18,9 @@ class Clamp(Intervention):
     tensor_args = ("direction",)
     scalar_args = ("value", "min", "max")
 
-    def __init__(self, direction, value: float | None = None, layers=None, site: str = "resid_post",
-                 positions="all", min: float | None = None, max: float | None = None):
+    def __init__(self, direction: VectorLike, value: float | None = None, layers: Layers = None,
+                 site: str = "resid_post", positions: Positions = "all", min: float | None = None,
+                 max: float | None = None):
         super().__init__(layers=layers, site=site, positions=positions)
         if value is None and min is None and max is None:
             raise SteerlabError("Clamp needs value=, or min= and/or max=")
@@ -30,10 +31,15 @@ class Clamp(Intervention):
         self.direction = self._tensor_arg(direction, "Clamp direction")
         self.value, self.min, self.max = value, min, max
 
-    def default_layers(self):
+    @property
+    def affine(self) -> bool:
+        """Setting the projection to one value is affine; clipping it to a range is not."""
+        return self.value is not None
+
+    def default_layers(self) -> list[int] | None:
         return sorted(self.direction) if isinstance(self.direction, dict) else None
 
-    def params(self, site: Site, shape) -> Params:
+    def params(self, site: Site, shape: tuple[int, ...]) -> Params:
         r = at_layer(self.direction, site, "Clamp direction").flatten()
         r = unit(check_width(r, numel(shape), site, "Clamp direction"), "Clamp direction")
         lo = self.value if self.value is not None else (-math.inf if self.min is None else self.min)

@@ -1,5 +1,6 @@
-"""Conditional steering (CAST, METHODS.md §12.2): apply an intervention only to rows whose prompt
-activates a condition direction.
+"""Conditional steering: apply an intervention only to rows whose prompt activates a condition direction.
+
+CAST (Lee et al., 2024, "Programming Refusal with Conditional Activation Steering").
 
 On the forward pass that holds the prompt, a *sensor* at ``layers.{layer}.{site}`` aggregates each
 row's prompt tokens (``mean`` or ``last``) into ``h̄`` and scores it against the condition vector
@@ -16,11 +17,13 @@ generated tokens are steered everywhere once the flag is set.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..errors import SteerlabError
 from ..sites import Site, check_kind, normalize_layers
-from .base import REGISTRY, Intervention, Params, at_layer, check_width, numel, unit
+from .base import Capabilities, Intervention, Params, VectorLike, at_layer, check_width, intervention_class, numel, unit
 
 METRICS = ("cast", "cosine", "projection")
 AGGREGATES = ("mean", "last")
@@ -30,8 +33,9 @@ class Conditional(Intervention):
     """Wrap ``intervention`` so it fires per row when the condition at ``layer`` passes ``threshold``."""
 
     kind = "conditional"
+    sensor = True
 
-    def __init__(self, intervention: Intervention, condition, layer: int, threshold: float,
+    def __init__(self, intervention: Intervention, condition: VectorLike, layer: int, threshold: float,
                  site: str = "resid_post", comparator: str = ">", metric: str = "cast", aggregate: str = "mean"):
         if not isinstance(intervention, Intervention) or isinstance(intervention, Conditional):
             raise SteerlabError("Conditional wraps one non-conditional intervention, e.g. Conditional(Add(v), ...)")
@@ -54,6 +58,10 @@ class Conditional(Intervention):
         self.metric = metric
         self.aggregate = aggregate
 
+    def capabilities(self) -> Capabilities:
+        """A sensor: whether it acts on a row depends on that row's prompt, so it is neither affine nor context-free."""
+        return Capabilities(affine=False, sensor=True, context_free=False, flat=self.inner.flat)
+
     def targets(self, n_layers: int) -> list[Site]:
         return self.inner.targets(n_layers)
 
@@ -62,13 +70,13 @@ class Conditional(Intervention):
         return Site(self.condition_kind, layer)
 
     # --- the sensor ---------------------------------------------------------------------------
-    def sensor_params(self, site: Site, shape) -> Params:
+    def sensor_params(self, site: Site, shape: tuple[int, ...]) -> Params:
         c = at_layer(self.condition, site, "Conditional condition").flatten()
         c = unit(check_width(c, numel(shape), site, "Conditional condition"), "Conditional condition")
         sign = 1.0 if self.comparator == ">" else -1.0
         return {"c": c, "threshold": torch.tensor([self.threshold]), "sign": torch.tensor([sign])}
 
-    def sensor_key(self) -> tuple:
+    def sensor_key(self) -> tuple[str, str]:
         return (self.metric, self.aggregate)
 
     @staticmethod
@@ -88,14 +96,14 @@ class Conditional(Intervention):
         return torch.nn.functional.cosine_similarity(h, target, dim=-1)
 
     # --- saving -------------------------------------------------------------------------------
-    def config(self):
+    def config(self) -> dict[str, Any]:
         return {
             "intervention": {"kind": self.inner.kind, "config": self.inner.config()},
             "layer": self.condition_layer, "threshold": self.threshold, "site": self.condition_kind,
             "comparator": self.comparator, "metric": self.metric, "aggregate": self.aggregate,
         }
 
-    def tensors(self):
+    def tensors(self) -> dict[str, torch.Tensor]:
         out = {f"inner.{k}": v for k, v in self.inner.tensors().items()}
         if isinstance(self.condition, dict):
             out.update({f"condition.{layer}": t for layer, t in self.condition.items()})
@@ -104,17 +112,19 @@ class Conditional(Intervention):
         return out
 
     @classmethod
-    def from_config(cls, config, tensors):
+    def from_config(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Conditional:
         cfg = dict(config)
         spec = cfg.pop("intervention")
-        inner_cls = REGISTRY[spec["kind"]]
+        inner_cls = intervention_class(spec["kind"])
         inner = inner_cls.from_config(spec["config"], {k[6:]: v for k, v in tensors.items() if k.startswith("inner.")})
+        condition: torch.Tensor | dict[int, torch.Tensor]
         if "condition" in tensors:
             condition = tensors["condition"]
         else:
             condition = {int(k.split(".", 1)[1]): v for k, v in tensors.items() if k.startswith("condition.")}
         return cls(inner, condition, **cfg)
 
-    def __call__(self, x, site=None, mask=None):
+    def __call__(self, x: torch.Tensor, site: Site | str | None = None,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
         raise SteerlabError("a Conditional needs a model forward pass (its condition is read at another site); "
                             "use it in a Steering recipe")

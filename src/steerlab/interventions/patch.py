@@ -2,17 +2,20 @@
 
 ``Patch(value, positions=[3, 7])`` with ``value`` of shape ``[2, d]`` writes row ``k`` at the ``k``-th
 listed position; a ``value`` of shape ``[d]`` is written at every selected position. With
-``direction=v`` only the component along unit ``v`` is replaced (a subspace patch, METHODS.md §13):
-``x + ((value − x)·v̂) v̂``.
+``direction=v`` only the component along unit ``v`` is replaced, ``x + ((value − x)·v̂) v̂`` (a subspace
+patch: the interchange intervention on a distributed representation of Geiger et al.).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from ..errors import ShapeError, SteerlabError
 from ..sites import Site
-from .base import Intervention, Params, at_layer, check_width, dot, numel, unit
+from .base import Intervention, Layers, Params, Positions, Static, VectorLike, at_layer, check_width, dot, numel, unit
+from .positions import StepContext
 
 
 class Patch(Intervention):
@@ -22,7 +25,8 @@ class Patch(Intervention):
     needs_context = True
     tensor_args = ("value", "direction")
 
-    def __init__(self, value, layers=None, site: str = "resid_post", positions="all", direction=None):
+    def __init__(self, value: VectorLike, layers: Layers = None, site: str = "resid_post", positions: Positions = "all",
+                 direction: VectorLike | None = None):
         super().__init__(layers=layers, site=site, positions=positions)
         self.value = self._tensor_arg(value, "Patch value")
         self.direction = None if direction is None else self._tensor_arg(direction, "Patch direction")
@@ -33,10 +37,15 @@ class Patch(Intervention):
                 f"Patch value has {self._rows} rows, so positions must list {self._rows} indices, got {self.positions!r}"
             )
 
-    def default_layers(self):
+    @property
+    def affine(self) -> bool:
+        """Writing fixed values (or a fixed component along a direction) is affine."""
+        return True
+
+    def default_layers(self) -> list[int] | None:
         return sorted(self.value) if isinstance(self.value, dict) else None
 
-    def params(self, site: Site, shape) -> Params:
+    def params(self, site: Site, shape: tuple[int, ...]) -> Params:
         width = numel(shape)
         value = at_layer(self.value, site, "Patch value").float()
         if value.dim() > 1 and tuple(value.shape[-len(shape):]) == tuple(shape) and len(shape) > 1:
@@ -52,18 +61,19 @@ class Patch(Intervention):
             p["v"] = unit(check_width(v, width, site, "Patch direction"), "Patch direction")
         return p
 
-    def static(self):
+    def static(self) -> Static:
         return {"indexed": self._rows > 1, "subspace": self.direction is not None}
 
-    def group_key(self) -> tuple:
+    def group_key(self) -> tuple[Any, ...]:
         """Rows stack only when their values have the same number of rows (listed positions)."""
         return (*super().group_key(), self._rows)
 
     @classmethod
     def apply(cls, x: torch.Tensor, p: Params, mask: torch.Tensor | None, indexed: bool = False,
-              subspace: bool = False, ctx=None) -> torch.Tensor:
+              subspace: bool = False, ctx: StepContext | None = None) -> torch.Tensor:
         value = p["value"][:, 0]  # [B|1, P, D]
         if indexed:
+            assert ctx is not None, "an indexed Patch needs the StepContext"
             pos = p["pos"][:, 0]  # [B|1, P]
             start, end = ctx.start[:, None], ctx.prompt_end[:, None]
             column = torch.where(pos >= 0, start + pos, end + pos)  # [B, P]

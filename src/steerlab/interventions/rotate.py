@@ -1,4 +1,4 @@
-"""Norm-preserving rotation in a 2-D plane (METHODS.md §1.4).
+"""Norm-preserving rotation in a 2-D plane (Selective Steering; Angular Steering).
 
 Two forms:
 
@@ -22,7 +22,7 @@ import torch
 
 from ..errors import SteerlabError
 from ..sites import Site
-from .base import Intervention, Params, at_layer, check_width, dot, numel, unit
+from .base import Intervention, Layers, Params, Positions, Static, VectorLike, at_layer, check_width, dot, numel, unit
 
 MODES = ("relative", "absolute")
 
@@ -34,8 +34,9 @@ class Rotate(Intervention):
     tensor_args = ("direction", "plane")
     scalar_args = ("angle", "mode", "adaptive", "threshold")
 
-    def __init__(self, direction, angle: float, layers=None, site: str = "resid_post", positions="all",
-                 plane=None, mode: str = "relative", adaptive: bool = False, threshold: float = 0.0):
+    def __init__(self, direction: VectorLike, angle: float, layers: Layers = None, site: str = "resid_post",
+                 positions: Positions = "all", plane: VectorLike | None = None, mode: str = "relative",
+                 adaptive: bool = False, threshold: float = 0.0):
         super().__init__(layers=layers, site=site, positions=positions)
         if mode not in MODES:
             raise SteerlabError(f"Rotate mode={mode!r} is not allowed; use 'relative' or 'absolute'")
@@ -48,10 +49,15 @@ class Rotate(Intervention):
         self.adaptive = bool(adaptive)
         self.threshold = float(threshold)
 
-    def default_layers(self):
+    @property
+    def affine(self) -> bool:
+        """A relative turn in a fixed plane is linear; setting an angle, or a per-token plane, is not."""
+        return self.mode == "relative" and self.plane is not None and not self.adaptive
+
+    def default_layers(self) -> list[int] | None:
         return sorted(self.direction) if isinstance(self.direction, dict) else None
 
-    def params(self, site: Site, shape) -> Params:
+    def params(self, site: Site, shape: tuple[int, ...]) -> Params:
         width = numel(shape)
         b1 = unit(check_width(at_layer(self.direction, site, "Rotate direction").flatten(), width, site,
                               "Rotate direction"), "Rotate direction")
@@ -65,18 +71,18 @@ class Rotate(Intervention):
             p["threshold"] = torch.tensor([self.threshold])
         return p
 
-    def static(self):
+    def static(self) -> Static:
         return {"mode": self.mode, "plane": self.plane is not None, "adaptive": self.adaptive}
 
     @classmethod
-    def neutral(cls, p: Params, static) -> Params | None:
+    def neutral(cls, p: Params, static: Static) -> Params | None:
         """A zero relative angle (the absolute form has no identity angle)."""
         if static["mode"] != "relative":
             return None
         return {**p, "cos": torch.ones_like(p["cos"]), "sin": torch.zeros_like(p["sin"])}
 
     @classmethod
-    def prepare(cls, p: Params, static) -> Params:
+    def prepare(cls, p: Params, static: Static) -> Params:
         return {**p, "cos_m1": p["cos"] - 1}  # cos θ − 1, so a zero angle adds exactly zero
 
     @classmethod

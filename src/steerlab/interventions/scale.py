@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import torch
 
 from ..errors import SteerlabError
 from ..sites import Site
-from .base import Intervention, Params, as_tensor, masked
+from .base import Intervention, Layers, Params, Positions, Static, as_tensor, masked
 
 
 class Scale(Intervention):
@@ -22,7 +24,8 @@ class Scale(Intervention):
     flat = False
     scalar_args = ("factor", "index", "renorm")
 
-    def __init__(self, factor=0.0, layers=None, site: str = "resid_post", positions="all", index=None,
+    def __init__(self, factor: float | Sequence[float] | torch.Tensor = 0.0, layers: Layers = None,
+                 site: str = "resid_post", positions: Positions = "all", index: int | Iterable[int] | None = None,
                  renorm: bool = False):
         super().__init__(layers=layers, site=site, positions=positions)
         self.factor = factor if isinstance(factor, (int, float)) else [float(f) for f in as_tensor(factor, "Scale factor").flatten()]
@@ -33,7 +36,12 @@ class Scale(Intervention):
         self.index = index
         self.renorm = bool(renorm)
 
-    def params(self, site: Site, shape) -> Params:
+    @property
+    def affine(self) -> bool:
+        """Fixed multipliers are linear; rescaling to the old norm (``renorm``) is not."""
+        return not self.renorm
+
+    def params(self, site: Site, shape: tuple[int, ...]) -> Params:
         units = shape[0]
         multiplier = torch.ones(shape)
         factor = torch.as_tensor(self.factor, dtype=torch.float32)
@@ -47,7 +55,7 @@ class Scale(Intervention):
             multiplier[self.index] = view * torch.ones((len(self.index), *shape[1:]))
         return {"m": multiplier}
 
-    def static(self):
+    def static(self) -> Static:
         return {"renorm": self.renorm}
 
     @classmethod

@@ -7,19 +7,24 @@ another shape raises ``ShapeError``.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .. import io
 from ..errors import DataError, ShapeError, SteerlabError
-from .base import REGISTRY, Intervention
+from .base import Intervention, intervention_class
+
+if TYPE_CHECKING:
+    from ..models.model import Model
 
 FORMAT = "steerlab.steering/1"
+MARKER = "recipe.json"
 
 
 class Steering:
@@ -29,13 +34,13 @@ class Steering:
     (``{"name", "shape_hash", "n_layers", "d_model"}``); a Direction's metadata fills it in.
     """
 
-    def __init__(self, interventions: Intervention | Iterable[Intervention] = (), meta: dict | None = None):
+    def __init__(self, interventions: Intervention | Iterable[Intervention] = (), meta: dict[str, Any] | None = None):
         items = [interventions] if isinstance(interventions, Intervention) else list(interventions)
         for item in items:
             if not isinstance(item, Intervention):
                 raise SteerlabError(f"Steering takes interventions (Add, Ablate, ...), got {type(item).__name__}")
         self.interventions: list[Intervention] = items
-        self.meta: dict = dict(meta or {})
+        self.meta: dict[str, Any] = dict(meta or {})
         if "model" not in self.meta:
             for item in items:
                 model = (item.provenance or {}).get("model")
@@ -57,7 +62,7 @@ class Steering:
         inner = ", ".join(repr(i) for i in self.interventions)
         return f"Steering([{inner}])"
 
-    def check_model(self, fingerprint: dict) -> None:
+    def check_model(self, fingerprint: dict[str, Any]) -> None:
         """Raise ``ShapeError`` if this recipe was made for a model of another shape."""
         made_for = self.meta.get("model")
         if not made_for or not fingerprint:
@@ -71,11 +76,14 @@ class Steering:
             )
 
     # --- saving -------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``path/recipe.json`` and ``path/tensors.safetensors`` (atomically, folder by folder)."""
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Write ``path/recipe.json`` and ``path/tensors.safetensors``, built beside ``path`` and renamed into place.
+
+        An existing ``path`` is refused unless ``overwrite=True``, and even then it is replaced only if
+        it is a saved recipe (other folders and files are never removed).
+        """
         from .. import __version__
 
-        folder = Path(path)
         entries, tensors = [], {}
         for i, item in enumerate(self.interventions):
             entries.append({"kind": item.kind, "config": item.config()})
@@ -83,52 +91,36 @@ class Steering:
                 tensors[f"{i}.{name}"] = t.detach().to("cpu", torch.float32).contiguous().clone()  # shared tensors are fine
         doc = {"format": FORMAT, "version": __version__, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "meta": self.meta, "interventions": entries}
-        tmp = folder.with_name(folder.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        (tmp / "recipe.json").write_text(json.dumps(doc, indent=2, default=_jsonable))
-        save_file(tensors, str(tmp / "tensors.safetensors"))
-        if folder.exists():
-            _remove(folder)
-        os.replace(tmp, folder)
-        return folder
+        text = io.dumps(doc)  # before touching the disk: unsaveable settings raise here
+
+        def fill(tmp: Path) -> None:
+            (tmp / MARKER).write_text(text, encoding="utf-8")
+            save_file(tensors, str(tmp / "tensors.safetensors"))
+
+        return io.save_folder(path, fill, marker=MARKER, format=FORMAT, overwrite=overwrite, what="steering recipe")
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model=None) -> Steering:
+    def load(cls, path: str | os.PathLike[str], model: Model | None = None) -> Steering:
         """Read a recipe written by ``save``; with ``model``, refuse one made for another shape."""
         folder = Path(path)
-        if not (folder / "recipe.json").is_file():
-            raise DataError(f"no steering recipe at {str(path)!r} (expected a folder with recipe.json)")
-        try:
-            doc = json.loads((folder / "recipe.json").read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(f"{folder / 'recipe.json'} is not valid JSON: {err}") from None
-        if doc.get("format") != FORMAT:
-            raise DataError(f"{folder} is not a steerlab recipe (format {doc.get('format')!r})")
+        if not (folder / MARKER).is_file():
+            raise DataError(f"no steering recipe at {str(path)!r} (expected a folder with {MARKER})")
+        doc = io.read_json(folder / MARKER, "steering recipe")
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise DataError(f"{folder} is not a steerlab recipe (format {_format_of(doc)!r})")
         file = folder / "tensors.safetensors"
         tensors = load_file(str(file)) if file.exists() else {}
         items = []
         for i, entry in enumerate(doc["interventions"]):
-            kind = entry["kind"]
-            if kind not in REGISTRY:
-                raise DataError(f"{folder}: unknown intervention kind {kind!r}")
+            kind_cls = intervention_class(entry["kind"])
             prefix = f"{i}."
             own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            items.append(REGISTRY[kind].from_config(entry["config"], own))
+            items.append(kind_cls.from_config(entry["config"], own))
         steering = cls(items, doc.get("meta"))
         if model is not None:
             steering.check_model(model.fingerprint)
         return steering
 
 
-def _jsonable(value):
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (set, tuple, range)):
-        return list(value)
-    raise TypeError(f"cannot save {type(value).__name__} in a recipe")
-
-
-def _remove(folder: Path) -> None:
-    import shutil
-
-    shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+def _format_of(doc: Any) -> Any:
+    return doc.get("format") if isinstance(doc, dict) else None

