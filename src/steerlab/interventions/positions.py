@@ -16,17 +16,17 @@ already in the KV cache, ``start[b]`` is where row ``b``'s real tokens begin (le
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TypeAlias
 
 import torch
 
 from ..errors import SteerlabError
 
 MODES = ("all", "prompt", "generated", "last")
-PositionSpec = Union[str, tuple[int, ...]]
+PositionSpec: TypeAlias = "str | tuple[int, ...]"
 
 
-def parse_positions(positions) -> PositionSpec:
+def parse_positions(positions: object) -> PositionSpec:
     """Normalise a positions argument to a mode name or a tuple of ints."""
     if isinstance(positions, str):
         if positions in MODES:
@@ -47,7 +47,7 @@ def parse_positions(positions) -> PositionSpec:
     )
 
 
-def describe_positions(spec: PositionSpec):
+def describe_positions(spec: PositionSpec) -> str | list[int]:
     """The JSON-friendly form of a position spec (a string or a list of ints)."""
     return spec if isinstance(spec, str) else list(spec)
 
@@ -112,10 +112,12 @@ class StepContext:
             mask = (idx >= end).expand(self.batch, -1)
         elif spec == "last":
             mask = (idx >= end - 1).expand(self.batch, -1)
-        else:
+        elif isinstance(spec, tuple):
             mask = torch.zeros(self.batch, self.width, dtype=torch.bool, device=self.device)
             for p in spec:
                 mask |= (idx - start == p) if p >= 0 else (idx == end + p)
+        else:
+            raise SteerlabError(f"positions={spec!r} is not a position spec")
         self.memo[key] = mask
         return mask
 

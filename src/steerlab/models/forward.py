@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from ..errors import SteerlabError
-from ..interventions.plan import build_plan, rows_of
+from ..interventions.plan import SteeringArg, build_plan, rows_of
 from ..interventions.positions import StepContext
 from ..interventions.steering import Steering
 from ..sites import Site
@@ -117,7 +117,7 @@ class Tracker:
                 f"(expected {expected[real].tolist()}, got {position_ids[:, -1][real].tolist()})")
 
 
-def recipes_for(model: Model, steering: object, n: int) -> list[Steering | None]:
+def recipes_for(model: Model, steering: SteeringArg, n: int) -> list[Steering | None]:
     """``steering`` (None, one recipe or intervention, or one per row) as one entry per row, each
     distinct recipe checked against ``model``."""
     recipes = rows_of(steering, n)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 
+from ..interventions.plan import SteeringArg
 from ..progress import bar
 from ..sites import GLOBAL_KINDS, LAYER_KINDS, Site
 from . import capture as _capture
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from ..activations import Activations, DiskActivations
-    from ..interventions import Intervention, Steering
 
 #: one text or a list of texts
 Texts: TypeAlias = "str | Sequence[str]"
@@ -32,7 +32,7 @@ SiteSpec: TypeAlias = "str | Site | Sequence[str | Site]"
 #: None (all layers), one layer, or a list of layers
 LayerSpec: TypeAlias = "int | Sequence[int] | None"
 #: None, one recipe (or a single intervention) for every row, or one recipe (or None) per row
-SteeringSpec: TypeAlias = "Steering | Intervention | Sequence[Steering | Intervention | None] | None"
+SteeringSpec: TypeAlias = SteeringArg
 
 
 class Model:
