@@ -18,7 +18,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 def run(job: dict) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(job["dir"])
-    model = AutoModelForCausalLM.from_pretrained(job["dir"], dtype=torch.float32).eval()
+    # eager attention, as the steered tiny models use: older transformers run Gemma 2's soft-capped
+    # attention through SDPA by default, which ignores the cap and would differ from the reference
+    model = AutoModelForCausalLM.from_pretrained(job["dir"], dtype=torch.float32,
+                                                 attn_implementation=job.get("attn", "eager")).eval()
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos])
     logits, tokens = [], []
