@@ -82,11 +82,14 @@ def test_against_a_directions_layers():
         parse_layers("0-3", held=held)
     with pytest.raises(SiteError, match=r"layers \[7\] are not in this direction"):
         parse_layers("7", held=held)
+    with pytest.raises(SiteError, match=r"^--layers '9-99999999': layer 99999999 is not in this direction; "
+                                        r"it holds layers 8-10$"):
+        parse_layers("9-99999999", held=held)
     with pytest.raises(SiteError, match="out of range: the direction holds layers 8-10"):
         parse_layers("-12", held=held)
     # with the model's layer count known, negatives count from the model's end
     assert parse_layers("-1", 11, held=held) == [10]
-    with pytest.raises(SiteError, match=r"layers \[29\] are not in this direction"):
+    with pytest.raises(SiteError, match=r"layer 29 is not in this direction"):
         parse_layers("-1", 30, held=held)
 
 

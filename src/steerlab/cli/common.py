@@ -143,6 +143,9 @@ def parse_layers(text: str | None, n_layers: int | None = None, *, held: Sequenc
         a, b = (x + n if x < 0 else x for x in (lo, hi))
         if min(a, b) < 0 or (have is None and max(a, b) >= n):
             raise SiteError(f"{option} {text!r} is out of range: {where}")
+        if have is not None and max(a, b) > have[-1]:
+            raise SiteError(f"{option} {text!r}: layer {max(a, b)} is not in this direction; "
+                            f"it holds layers {_span(have)}")
         if a > b:
             raise SiteError(f"{option} {text!r}: the range {lo}-{hi} runs backwards; write it low-high, e.g. 8-12")
         out.update(range(a, b + 1))
