@@ -43,9 +43,9 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message):
 
 
 def test_extract_then_steer_end_to_end(tmp_path, smollm, monkeypatch):
-    from steerlab import cli
+    from steerlab.cli import common
 
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: smollm)
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: smollm)
     d = tmp_path / "happy.direction"
     result = runner.invoke(app, ["extract", "--data", "sentiment", "--layers", "10-12", "--out", str(d)])
     assert result.exit_code == 0, result.output
@@ -62,9 +62,9 @@ def test_extract_then_steer_end_to_end(tmp_path, smollm, monkeypatch):
 
 def test_capture_command_writes_a_resumable_store(tmp_path, smollm, monkeypatch):
     import steerlab as sl
-    from steerlab import cli
+    from steerlab.cli import common
 
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: smollm)
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: smollm)
     texts = tmp_path / "t.txt"
     texts.write_text("one\ntwo words\nthree words here\n")
     result = runner.invoke(app, ["capture", "--texts", str(texts), "--layers", "0,29", "--out", str(tmp_path / "a")])

@@ -10,7 +10,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from steerlab import cli_analysis
+from steerlab.cli import analysis as cli_analysis
+from steerlab.cli import common
 from tiny import tiny_model
 
 runner = CliRunner()
@@ -104,16 +105,20 @@ def test_bad_input_exits_2_with_one_line(app, model_dir, tmp_path, args, message
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
 
 
-def test_parse_layers():
-    assert cli_analysis.parse_layers("all") is None
-    assert cli_analysis.parse_layers("3,5") == [3, 5]
-    assert cli_analysis.parse_layers("2-4") == [2, 3, 4]
-    assert cli_analysis.parse_layers("-1") == [-1]
+def test_layers_negative_and_out_of_range(app, model_dir, tmp_path):
+    result = runner.invoke(app, ["lens", "hello", "--target", "x", "--layers", "-2--1", "--model", model_dir,
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(set(pd.read_csv(tmp_path / "lens.csv")["layer"])) == [1, 2]
+    bad = runner.invoke(app, ["heads", "abc", "--answers", "x", "y", "--layers", "0,3", "--model", model_dir,
+                              "--out", str(tmp_path)])
+    assert bad.exit_code == 2
+    assert bad.output.strip() == "error: --layers '0,3' is out of range: the model has 3 layers (0-2)"
 
 
 @pytest.mark.slow
 def test_embedded_lens_command(app, smollm, tmp_path, monkeypatch):
-    monkeypatch.setitem(cli_analysis._MODELS, "smollm2", smollm)
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: smollm)
     result = runner.invoke(app, ["lens", "The capital of France is", "--target", " Paris", "--positions", "last",
                                  "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -7,9 +7,8 @@ import typer
 from typer.testing import CliRunner
 
 import steerlab as sl
-from steerlab.cli_edit import register
+from steerlab.cli.edit import register
 from steerlab.directions.direction import Direction
-from steerlab.edit.commands import parse_layer_list
 from tiny import tiny_model
 
 app = typer.Typer()
@@ -75,6 +74,16 @@ def test_export_command(tmp_path):
     assert bad.exit_code == 2 and "layer list" in bad.output
 
 
-def test_parse_layer_list():
-    assert parse_layer_list("8-10,3") == [3, 8, 9, 10]
-    assert parse_layer_list(None) is None
+def test_export_layers_all_and_from_the_end(tmp_path):
+    d = Direction({0: torch.ones(8), 1: torch.ones(8), 2: torch.arange(8.0), 3: -torch.ones(8)})
+    d.save(tmp_path / "d.direction")
+    args = ["export", "--direction", str(tmp_path / "d.direction"), "--gguf"]
+    result = runner.invoke(app, [*args, str(tmp_path / "all.gguf"), "--layers", "all"])
+    assert result.exit_code == 0, result.output
+    assert Direction.from_gguf(tmp_path / "all.gguf").layers == [1, 2, 3]   # llama.cpp never steers block 0
+    assert "note: layer 0 left out" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, [*args, str(tmp_path / "end.gguf"), "--layers", "-2--1"])
+    assert result.exit_code == 0, result.output
+    assert Direction.from_gguf(tmp_path / "end.gguf").layers == [2, 3]
+    bad = runner.invoke(app, [*args, str(tmp_path / "x.gguf"), "--layers", "-9"])
+    assert bad.exit_code == 2 and "out of range: the direction holds layers 0-3" in bad.output

@@ -59,9 +59,9 @@ def test_compare_report_is_written(comparison, tmp_path):
 
 
 def test_compare_command_end_to_end(smollm, monkeypatch, tmp_path):
-    from steerlab import cli
+    from steerlab.cli import common
 
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: smollm)
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: smollm)
     out = tmp_path / "cmp"
     result = CliRunner().invoke(app, ["compare", "--methods", "add,angular", "--strengths", "add=0,1;angular=0",
                                       "--prompts", "1", "--kl-prompts", "1", "--max-new-tokens", "4",

@@ -1,77 +1,21 @@
-"""CLI commands of ``sl.analysis``: ``steerlab lens``, ``probe-map``, ``patch`` and ``heads``.
+"""The analysis commands: ``lens``, ``probe-map``, ``patch`` and ``heads``.
 
-``register(app)`` adds them to a typer app. Each writes its table as CSV and its figure as PNG to
-``--out``, shows progress on long work, and on bad input prints one line and exits with code 2.
+Each writes its table as CSV and its figure as PNG to ``--out``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 import typer
 
-from .errors import SteerlabError
-from .sites import normalize_layers
+from ..errors import SteerlabError
+from . import common
+from .common import DEVICE, DTYPE, LAYERS_HELP, MODEL, layer_spec, one_layer, parse_layers
 
-_MODELS: dict = {}
-
-
-def _load_model(name: str):
-    """Load a model once per process (several commands in one session reuse it)."""
-    if name not in _MODELS:
-        from .models import load
-
-        with _status(f"loading {name}"):
-            _MODELS[name] = load(name)
-    return _MODELS[name]
-
-
-@contextlib.contextmanager
-def _status(message: str):
-    if sys.stderr.isatty():
-        from rich.console import Console
-
-        with Console(stderr=True).status(message):
-            yield
-    else:
-        yield
-
-
-def _friendly(fn: Callable) -> Callable:
-    """Turn bad input (SteerlabError, missing files) into one line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (SteerlabError, FileNotFoundError, json.JSONDecodeError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def parse_layers(text: str | None):
-    """``"all"``/None, ``"20"``, ``"10,12,14"`` or ``"10-20"`` (inclusive) -> what ``layers=`` takes."""
-    if text is None or text.strip() in ("", "all"):
-        return None
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise SteerlabError(f"--layers {text!r} is not allowed; use 'all', '20', '10,12,14' or '10-20'") from None
-    return out
+LAYERS = f"Layers (default all): {LAYERS_HELP}."
 
 
 def _out_dir(out: Path) -> Path:
@@ -82,36 +26,18 @@ def _out_dir(out: Path) -> Path:
     return out
 
 
-def _positions(text: str):
-    if text in ("all", "last"):
-        return text
+def _positions(text: str) -> Literal["all", "last"] | list[int]:
+    if text == "all":
+        return "all"
+    if text == "last":
+        return "last"
     try:
         return [int(p) for p in text.split(",")]
     except ValueError:
         raise SteerlabError(f"--positions {text!r} is not allowed; use 'all', 'last' or a list like '0,3,-1'") from None
 
 
-def load_pairs(name: str):
-    """A bundled contrastive set by name (``refusal``, ``sentiment``, ...) or a JSONL file of
-    ``{"positive": ..., "negative": ...}`` lines."""
-    from .data.contrastive import ContrastiveSet
-
-    path = Path(name)
-    if not path.suffix:
-        bundled = Path(__file__).parent / "data" / "bundled" / f"{name}.jsonl"
-        if not bundled.is_file():
-            names = sorted(p.stem for p in bundled.parent.glob("*.jsonl") if "prompts" not in p.stem)
-            raise SteerlabError(f"--data {name!r} is not a bundled set ({', '.join(names)}) or a .jsonl file")
-        path = bundled
-    if not path.is_file():
-        raise SteerlabError(f"--data {name!r}: no such file")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not rows or any("positive" not in r or "negative" not in r for r in rows):
-        raise SteerlabError(f"--data {name!r} must hold JSON lines with 'positive' and 'negative'")
-    return ContrastiveSet([r["positive"] for r in rows], [r["negative"] for r in rows], path.stem)
-
-
-def _write(out: Path, name: str, table, fig=None) -> list[str]:
+def _write(out: Path, name: str, table: Any, fig: Any = None) -> list[str]:
     written = [str(out / f"{name}.csv")]
     table.to_csv(written[0], index=False)
     if fig is not None:
@@ -125,20 +51,22 @@ def lens(text: str = typer.Argument(..., help="The prompt, e.g. 'The capital of 
          contrast: str | None = typer.Option(None, help="A contrast prompt of the same token length."),
          contrast_target: str | None = typer.Option(None, help="The contrast prompt's answer, e.g. ' Rome'."),
          positions: str = typer.Option("all", help="'all', 'last' or indices like '0,3,-1'."),
-         layers: str | None = typer.Option(None, help="'all', '20', '10,12' or '10-20'."),
+         layers: str | None = typer.Option(None, help=LAYERS),
          k: int = typer.Option(5, help="How many top tokens to list."),
          chat: bool = typer.Option(False, help="Apply the chat template to the prompt."),
-         model: str = typer.Option("smollm2", "--model", "-m", help="Model name, folder or .gguf file."),
-         out: Path = typer.Option(Path("runs/lens"), help="Folder for lens.csv and lens.png.")):
+         model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+         out: Path = typer.Option(Path("runs/lens"), help="Folder for lens.csv and lens.png.")) -> None:
     """Logit lens: every layer's top tokens and the target's rank; prints the commitment layer.
 
     Example: steerlab lens "The capital of France is" --target " Paris" --out runs/lens
     """
-    from . import analysis
+    from steerlab import analysis
 
+    where = _positions(positions)
+    layer_spec(layers)
     out = _out_dir(out)
-    m = _load_model(model)
-    table = analysis.logit_lens(m, text, target=target, positions=_positions(positions), layers=parse_layers(layers),
+    m = common.load_model(model, dtype, device)
+    table = analysis.logit_lens(m, text, target=target, positions=where, layers=parse_layers(layers, m.n_layers),
                                 k=k, chat=chat)
     files = _write(out, "lens", table, analysis.plot_lens(table))
     if contrast is not None or contrast_target is not None:
@@ -153,31 +81,33 @@ def lens(text: str = typer.Argument(..., help="The prompt, e.g. 'The capital of 
     typer.echo("wrote " + ", ".join(files))
 
 
-def probe_map_command(
+def probe_map(
         texts: list[str] | None = typer.Argument(None, help="Texts to score (default: held-out pairs of --data)."),
-        data: str = typer.Option("refusal", help="Bundled contrastive set or a .jsonl of positive/negative pairs."),
+        data: str = typer.Option("refusal", help="Bundled contrastive set or a .jsonl/.csv of positive/negative pairs."),
         layer: int = typer.Option(15, help="The layer the probe is fit on (negative counts from the end)."),
         per_layer: bool = typer.Option(False, help="Fit one probe per layer instead of reading one probe everywhere."),
         generate: int = typer.Option(0, help="Continue each text by up to N greedy tokens and score those too."),
         n: int = typer.Option(8, help="Held-out texts per side when no texts are given."),
         c: float = typer.Option(0.01, "--C", help="Inverse regularisation strength of the logistic regression."),
         chat: bool = typer.Option(True, help="Apply the chat template (fit and scoring)."),
-        model: str = typer.Option("smollm2", "--model", "-m", help="Model name, folder or .gguf file."),
-        out: Path = typer.Option(Path("runs/probe-map"), help="Folder for the CSVs and PNGs.")):
+        model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+        out: Path = typer.Option(Path("runs/probe-map"), help="Folder for the CSVs and PNGs.")) -> None:
     """Probe map: fit a probe on --data, score every layer x token (generated tokens too), plot the trace.
 
     Example: steerlab probe-map --data refusal --layer 15 --generate 24 --out runs/probe-map
     """
-    from . import analysis
+    import pandas as pd
 
+    from steerlab import analysis
+
+    pairs = common.load_pairs(data)
     out = _out_dir(out)
-    m = _load_model(model)
-    pairs = load_pairs(data)
+    m = common.load_model(model, dtype, device)
+    fixed = one_layer(layer, m.n_layers)
     train, held = pairs.split(0.25, seed=0)
-    fit_layers = "all" if per_layer else layer
-    probe = analysis.fit_probe(m, train, layers=fit_layers, C=c, chat=chat)
+    probe = analysis.fit_probe(m, train, layers="all" if per_layer else fixed, C=c, chat=chat)
     if per_layer:
-        probe.layer = normalize_layers([layer], m.n_layers)[0]
+        probe.layer = fixed
     groups = {"texts": list(texts)} if texts else {"positive": held.positive[:n], "negative": held.negative[:n]}
     tables, traces = [], []
     offset = 0
@@ -188,14 +118,12 @@ def probe_map_command(
         offset += len(group)
         tables.append(table)
         traces.append(analysis.probe_trace(table, layer=probe.layer).assign(group=name))
-    import pandas as pd
-
     table = pd.concat(tables, ignore_index=True)
     table.attrs["probe_layer"] = probe.layer
     trace = pd.concat(traces, ignore_index=True)
     first = tables[0]
     files = _write(out, "probe_map", table, analysis.plot_probe_map(first, text=int(first["text"].min()), window=64,
-                                                                    title=f"Probe map of {groups[list(groups)[0]][0]!r}"))
+                                                                    title=f"Probe map of {groups[next(iter(groups))][0]!r}"))
     files += _write(out, "trace", trace, analysis.plot_trace(traces, labels=list(groups),
                                                              title=f"{pairs.name} probe (layer {probe.layer})"))
     acc = probe.meta["train_accuracy"].get(probe.layer)
@@ -203,7 +131,7 @@ def probe_map_command(
     typer.echo("wrote " + ", ".join(files))
 
 
-def _vector(path: Path, layer: int):
+def _vector(path: Path, layer: int) -> Any:
     """A direction from a saved Direction folder (its vector at ``layer``), a ``.pt`` tensor or a ``.npy`` array."""
     import torch
 
@@ -211,7 +139,7 @@ def _vector(path: Path, layer: int):
     if not path.exists():
         raise SteerlabError(f"--subspace {str(path)!r}: no such file or folder")
     if path.is_dir() or path.suffix == ".direction":
-        from .directions.direction import Direction
+        from steerlab import Direction
 
         return Direction.load(path)[layer]
     if path.suffix == ".npy":
@@ -229,7 +157,7 @@ def patch(clean: list[str] = typer.Option(..., help="Clean prompt(s); repeat for
           gold: list[str] | None = typer.Option(None, help="Score log p(gold) instead (with --steps: the answer "
                                                    "text); one, or one per --clean."),
           sites: str = typer.Option("resid_post,attn_out,mlp_out", help="Comma-separated site kinds."),
-          layers: str | None = typer.Option(None, help="'all', '20', '10,12' or '10-20'."),
+          layers: str | None = typer.Option(None, help=LAYERS),
           mode: str = typer.Option("denoise", help="'denoise' (clean into corrupted), 'noise' or 'both'."),
           steps: bool = typer.Option(False, "--steps", help="Step-wise do-interventions on the clean prompt(s) instead: "
                                      "steps split at --sep, --gold is the answer."),
@@ -237,29 +165,31 @@ def patch(clean: list[str] = typer.Option(..., help="Clean prompt(s); repeat for
           step_modes: str = typer.Option("zero,mean,step_mean,add_noise", help="Do-intervention modes for --steps."),
           subspace: Path | None = typer.Option(None, help="Subspace-illusion check of this direction (a Direction "
                                                   "folder, .pt or .npy) instead of the sweep."),
-          layer: int = typer.Option(-1, help="Layer of the --subspace check."),
+          layer: int = typer.Option(-1, help="Layer of the --subspace check (negative counts from the end)."),
           site: str = typer.Option("mlp.neurons", help="Site of the --subspace check."),
           chat: bool = typer.Option(False, help="Apply the chat template to the prompts."),
-          model: str = typer.Option("smollm2", "--model", "-m", help="Model name, folder or .gguf file."),
-          out: Path = typer.Option(Path("runs/patch"), help="Folder for the CSV and PNG.")):
+          model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+          out: Path = typer.Option(Path("runs/patch"), help="Folder for the CSV and PNG.")) -> None:
     """Activation patching sweep over sites x layers x positions, with a heatmap; --steps runs step-wise
     do-interventions and --subspace the subspace-illusion check.
 
     Example: steerlab patch --clean "The capital of France is" --corrupted "The capital of Italy is"
     --answers " Paris" " Rome" --out runs/patch
     """
-    from . import analysis
+    from steerlab import analysis
 
+    layer_spec(layers)
     out = _out_dir(out)
-    gold = (gold[0] if len(gold) == 1 else list(gold)) if gold else None
+    score: str | list[str] | None = (gold[0] if len(gold) == 1 else list(gold)) if gold else None
     if steps:
-        if gold is None:
+        if score is None:
             raise SteerlabError("--steps needs --gold, the answer that follows the prompt (e.g. ' Germany')")
-        m = _load_model(model)
+        m = common.load_model(model, dtype, device)
         separator = sep.encode().decode("unicode_escape")
         spans = analysis.step_spans(m, clean, sep=separator)
-        table = analysis.step_interventions(m, clean, gold, spans, modes=tuple(x.strip() for x in step_modes.split(",")),
-                                            layers=parse_layers(layers), chat=chat)
+        table = analysis.step_interventions(m, clean, score, spans,
+                                            modes=tuple(x.strip() for x in step_modes.split(",")),
+                                            layers=parse_layers(layers, m.n_layers), chat=chat)
         summary = analysis.necessity_metrics(table)
         files = _write(out, "do_interventions", table) + _write(out, "necessity", summary,
                                                                  analysis.plot_necessity(summary))
@@ -268,18 +198,18 @@ def patch(clean: list[str] = typer.Option(..., help="Clean prompt(s); repeat for
         return
     if not corrupted:
         raise SteerlabError("--corrupted is required (one per --clean), unless --steps is given")
-    m = _load_model(model)
+    m = common.load_model(model, dtype, device)
     if subspace is not None:
-        fixed = normalize_layers([layer], m.n_layers)[0]
+        fixed = one_layer(layer, m.n_layers)
         check = analysis.subspace_check(m, corrupted, clean, _vector(subspace, fixed), fixed, site=site,
-                                        answers=answers, gold=gold, chat=chat)
+                                        answers=answers, gold=score, chat=chat)
         files = _write(out, "subspace", check.table, analysis.plot_subspace(check))
         typer.echo("\n".join(check.reasons))
         typer.echo("wrote " + ", ".join(files))
         return
-    table = analysis.activation_patching(m, clean, corrupted, answers=answers, gold=gold,
+    table = analysis.activation_patching(m, clean, corrupted, answers=answers, gold=score,
                                          sites=[s.strip() for s in sites.split(",") if s.strip()],
-                                         layers=parse_layers(layers), mode=mode, chat=chat)
+                                         layers=parse_layers(layers, m.n_layers), mode=mode, chat=chat)
     files = _write(out, "patching", table, analysis.plot_patching(table))
     top = analysis.patching_summary(table).sort_values("normalized", ascending=False).head(5)
     for row in top.itertuples():
@@ -292,23 +222,24 @@ def heads(text: list[str] = typer.Argument(..., help="Prompt(s) to attribute."),
           contrast: list[str] | None = typer.Option(None, help="Contrast prompt(s) for the interchange audit."),
           ablate: str = typer.Option("zero", help="'zero', 'mean' or 'none' (skip the ablation sweep)."),
           renorm: bool = typer.Option(False, help="Keep the attention output's norm when zeroing heads."),
-          layers: str | None = typer.Option(None, help="'all', '20', '10,12' or '10-20'."),
+          layers: str | None = typer.Option(None, help=LAYERS),
           top: int = typer.Option(10, help="How many heads to print."),
           chat: bool = typer.Option(False, help="Apply the chat template to the prompts."),
-          model: str = typer.Option("smollm2", "--model", "-m", help="Model name, folder or .gguf file."),
-          out: Path = typer.Option(Path("runs/heads"), help="Folder for heads.csv and heads.png.")):
+          model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+          out: Path = typer.Option(Path("runs/heads"), help="Folder for heads.csv and heads.png.")) -> None:
     """Heads: direct logit attribution, ablation effect and (with --contrast) interchange, per head.
 
     Example: steerlab heads "The capital of France is" --answers " Paris" " Rome"
     --contrast "The capital of Italy is" --out runs/heads
     """
-    from . import analysis
+    from steerlab import analysis
 
     if ablate not in ("zero", "mean", "none"):
         raise SteerlabError(f"--ablate {ablate!r} is not allowed; use 'zero', 'mean' or 'none'")
+    layer_spec(layers)
     out = _out_dir(out)
-    m = _load_model(model)
-    layer_list = parse_layers(layers)
+    m = common.load_model(model, dtype, device)
+    layer_list = parse_layers(layers, m.n_layers)
     table = analysis.head_attribution(m, text, answers=answers, layers=layer_list, chat=chat)
     table = table.rename(columns={"score": "dla", "std": "dla_std", "rank": "dla_rank"}).drop(columns="texts")
     if ablate != "none":
@@ -326,9 +257,9 @@ def heads(text: list[str] = typer.Argument(..., help="Prompt(s) to attribute."),
     typer.echo("wrote " + ", ".join(files))
 
 
+COMMANDS: dict[str, Callable[..., Any]] = {"lens": lens, "probe-map": probe_map, "patch": patch, "heads": heads}
+
+
 def register(app: typer.Typer) -> None:
     """Add ``lens``, ``probe-map``, ``patch`` and ``heads`` to ``app``."""
-    app.command("lens")(_friendly(lens))
-    app.command("probe-map")(_friendly(probe_map_command))
-    app.command("patch")(_friendly(patch))
-    app.command("heads")(_friendly(heads))
+    common.add_commands(app, COMMANDS)

@@ -1,138 +1,36 @@
-"""`steerlab ...`: a thin command line over the public API (typer + rich).
-
-Bad input exits with code 2 and one line naming the problem; progress shows on work over a second.
-"""
+"""The main job from the command line: ``demo``, ``capture``, ``extract``, ``sweep`` and ``steer``."""
 
 from __future__ import annotations
 
-import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
-    name="steerlab",
-    help="Read, steer and audit what a language model computes from its hidden states.\n\n"
-         "Start with: steerlab demo",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="rich",
-    pretty_exceptions_enable=False,
-)
-console = Console()
-err = Console(stderr=True)
+from . import common
+from .common import DEVICE, DTYPE, LAYERS_HELP, MODEL, console, err, fail, layer_spec, parse_layers
 
 
-def fail(message: str, code: int = 2):
-    """Print one line to stderr and exit with ``code``."""
-    from rich.markup import escape
-
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def friendly(fn):
-    """Turn steerlab's input errors (and missing files) into one line and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from .errors import SteerlabError
-
-        try:
-            return fn(*args, **kwargs)
-        except SteerlabError as e:
-            fail(str(e))
-        except FileNotFoundError as e:
-            fail(f"file not found: {e.filename or e}")
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
-
-    return wrapper
-
-
-# --- shared option parsing --------------------------------------------------------------------
-def parse_layers(text: str | None, n_layers: int):
-    """``"all"``, ``"10"``, ``"8-12"``, ``"8,10,12"`` or a mix; None stays None."""
-    from .errors import SiteError
-    from .sites import normalize_layers
-
-    if text is None or text == "all":
-        return None if text is None else list(range(n_layers))
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else part[1:].split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise SiteError(f"--layers {text!r} is not a layer list; use e.g. 10, 8-12, 8,10,12 or all") from None
-    return normalize_layers(out, n_layers)
-
-
-def read_texts(path: Path) -> list[str]:
-    """Texts from a .txt (one per line), .jsonl (field text/prompt) or .json list."""
-    from .errors import DataError
-
-    if not path.is_file():
-        raise DataError(f"no file at {str(path)!r}")
-    raw = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        texts = []
-        for i, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path}:{i} is not valid JSON") from None
-            value = item if isinstance(item, str) else item.get("text", item.get("prompt"))
-            if not isinstance(value, str):
-                raise DataError(f"{path}:{i} has no 'text' or 'prompt' field")
-            texts.append(value)
-    elif path.suffix == ".json":
-        texts = json.loads(raw)
-    else:
-        texts = [line for line in raw.splitlines() if line.strip()]
-    if not texts:
-        raise DataError(f"{path} holds no texts")
-    return texts
-
-
-def load_model(name: str, dtype: str | None, device: str):
-    import steerlab as sl
-
-    with err.status(f"loading {name} ..."):
-        return sl.load(name, dtype=dtype, device=device)
-
-
-MODEL = typer.Option("smollm2", "--model", "-m", help="'smollm2' (embedded), a folder, a .gguf file or a hub id.")
-DTYPE = typer.Option(None, help="float32 (CPU default), bfloat16 (GPU default) or float16.")
-DEVICE = typer.Option("auto", help="cpu, cuda or auto.")
-
-
-# --- demo -------------------------------------------------------------------------------------
-@app.command()
-@friendly
 def demo(
     prompts: int = typer.Option(5, help="How many neutral prompts to steer."),
     strengths: str = typer.Option("-1,-0.5,0,0.5,1", help="Comma-separated strengths (alpha times the mean-difference vector)."),
     max_new_tokens: int = typer.Option(40, help="Tokens to generate per row."),
     layers: int = typer.Option(3, "--k-layers", help="How many consecutive layers to steer."),
-):
+) -> None:
     """The main job on the embedded model: sentiment direction -> layer sweep -> steered generations.
 
     Example:  steerlab demo --prompts 3 --strengths -1,0,1
     """
-    from .demo import run_demo
+    from ..demo import run_demo
 
-    values = [float(s) for s in strengths.split(",") if s.strip()]
+    try:
+        values = [float(s) for s in strengths.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--strengths {strengths!r} must be comma-separated numbers, e.g. -2,0,2")
     if not values:
         fail("--strengths is empty; give e.g. -2,0,2")
     started = time.perf_counter()
@@ -167,55 +65,80 @@ def demo(
                   f"generate {result.timings['generate']:.0f} s)[/]")
 
 
-# --- capture ----------------------------------------------------------------------------------
-@app.command()
-@friendly
+def read_texts(path: Path) -> list[str]:
+    """Texts from a .txt (one per line), .jsonl (field text/prompt) or .json list."""
+    from ..errors import DataError
+
+    if not path.is_file():
+        raise DataError(f"no file at {str(path)!r}")
+    raw = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        texts = []
+        for i, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                raise DataError(f"{path}:{i} is not valid JSON") from None
+            value = item if isinstance(item, str) else item.get("text", item.get("prompt"))
+            if not isinstance(value, str):
+                raise DataError(f"{path}:{i} has no 'text' or 'prompt' field")
+            texts.append(value)
+    elif path.suffix == ".json":
+        texts = json.loads(raw)
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise DataError(f"{path} must hold a JSON list of strings")
+    else:
+        texts = [line for line in raw.splitlines() if line.strip()]
+    if not texts:
+        raise DataError(f"{path} holds no texts")
+    return texts
+
+
 def capture(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for sharded safetensors + manifest.json."),
     texts: Path | None = typer.Option(None, help="A .txt (one per line), .jsonl or .json file of texts."),
     data: str | None = typer.Option(None, help="A contrastive set (bundled name or .jsonl/.csv); see --side."),
     side: str = typer.Option("positive", help="With --data: positive or negative."),
     sites: str = typer.Option("resid_post", help="Site kinds or full names, comma-separated."),
-    layers: str | None = typer.Option(None, help="Layers for site kinds: all, 10, 8-12, 8,10."),
+    layers: str | None = typer.Option(None, help=f"Layers for site kinds (default all): {LAYERS_HELP}."),
     positions: str = typer.Option("last", help="last, mean or all (every token)."),
     chat: bool = typer.Option(False, help="Wrap each text in the chat template."),
     batch_size: int = typer.Option(16, help="Texts per forward pass (and per shard)."),
     model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
-):
+) -> None:
     """Capture activations over texts to disk (resumable: run it again after a crash).
 
     Example:  steerlab capture --data sentiment --sites resid_post --layers 8-12 --out acts/
     """
-    import steerlab as sl
-
     if (texts is None) == (data is None):
         fail("give exactly one of --texts FILE or --data NAME")
     if data is not None:
         if side not in ("positive", "negative"):
             fail(f"--side {side!r} must be positive or negative")
-        items = getattr(sl.data.load(data), side)
+        items = getattr(common.load_pairs(data), side)
     else:
+        assert texts is not None
         items = read_texts(texts)
-    m = load_model(model, dtype, device)
+    layer_spec(layers)
+    m = common.load_model(model, dtype, device)
     site_list = [s.strip() for s in sites.split(",") if s.strip()]
     acts = m.capture(items, sites=site_list, layers=parse_layers(layers, m.n_layers), positions=positions,
                      chat=chat, batch_size=batch_size, out=out, progress=True)
     console.print(f"captured {len(acts)} texts x {len(acts.sites)} sites ({positions}) -> {out}")
 
 
-# --- extract ----------------------------------------------------------------------------------
-@app.command()
-@friendly
 def extract(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the Direction to (e.g. happy.direction)."),
     data: str = typer.Option("sentiment", help="Bundled set name or a .jsonl/.csv with positive/negative."),
     method: str = typer.Option("mean_diff", help="mean_diff, pca or probe."),
-    layers: str | None = typer.Option(None, help="all (default), 10, 8-12, 8,10."),
+    layers: str | None = typer.Option(None, help=f"Layers (default all): {LAYERS_HELP}."),
     site: str = typer.Option("resid_post", help="Site kind to read."),
     positions: str = typer.Option("last", help="last or mean."),
     chat: bool = typer.Option(False, help="Wrap each text in the chat template."),
     model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
-):
+) -> None:
     """Extract a direction (one vector per layer) from a contrastive set.
 
     Example:  steerlab extract --data sentiment --method mean_diff --out happy.direction
@@ -225,8 +148,9 @@ def extract(
     methods = {"mean_diff": sl.directions.mean_diff, "pca": sl.directions.pca, "probe": sl.directions.probe}
     if method not in methods:
         fail(f"--method {method!r} is not one of {', '.join(methods)}")
-    pairs = sl.data.load(data)
-    m = load_model(model, dtype, device)
+    pairs = common.load_pairs(data)
+    layer_spec(layers)
+    m = common.load_model(model, dtype, device)
     direction = methods[method](m, pairs, layers=parse_layers(layers, m.n_layers), site=site, positions=positions,
                                 chat=chat)
     direction.save(out)
@@ -235,24 +159,21 @@ def extract(
     console.print("norms: " + ", ".join(f"{k}:{v:.1f}" for k, v in norms.items()))
 
 
-# --- sweep ------------------------------------------------------------------------------------
-@app.command()
-@friendly
 def sweep(
     data: str = typer.Option("sentiment", help="Bundled set name or a .jsonl/.csv with positive/negative."),
     site: str = typer.Option("resid_post", help="Site kind to read."),
     csv: Path | None = typer.Option(None, help="Also write the table as CSV."),
     k: int | None = typer.Option(None, help="How many layers to recommend."),
     model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
-):
+) -> None:
     """Per-layer separability of a contrastive set, and the layers to steer at.
 
     Example:  steerlab sweep --data refusal --csv refusal_sweep.csv
     """
     import steerlab as sl
 
-    pairs = sl.data.load(data)
-    m = load_model(model, dtype, device)
+    pairs = common.load_pairs(data)
+    m = common.load_model(model, dtype, device)
     table = sl.directions.sweep(m, pairs, site=site)
     layers = sl.directions.recommend_layers(table, k=k)
     view = Table(title=f"{pairs.name} on {m.name} ({site}, held-out split)", title_justify="left")
@@ -267,15 +188,12 @@ def sweep(
         console.print(f"table -> {csv}")
 
 
-# --- steer ------------------------------------------------------------------------------------
-@app.command()
-@friendly
 def steer(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A prompt (repeat for several)."),
     direction: Path | None = typer.Option(None, help="A Direction folder from `steerlab extract`."),
     recipe: Path | None = typer.Option(None, help="A Steering folder (.steer) instead of --direction."),
     alpha: float = typer.Option(4.0, help="Strength for --direction (Add alpha)."),
-    layers: str | None = typer.Option(None, help="Layers for --direction (default: all it holds)."),
+    layers: str | None = typer.Option(None, help=f"Layers for --direction (default: all it holds): {LAYERS_HELP}."),
     site: str = typer.Option("resid_post", help="Site kind for --direction."),
     positions: str = typer.Option("all", help="all, prompt, generated or last."),
     max_new_tokens: int = typer.Option(64, help="Tokens to generate."),
@@ -284,7 +202,7 @@ def steer(
     sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
     seed: int | None = typer.Option(None, help="Seed for sampling."),
     model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
-):
+) -> None:
     """Generate with a steering recipe (or a direction and a strength).
 
     Example:  steerlab steer --direction happy.direction --alpha 1.5 --layers 8-12 -p "Tell me about your day."
@@ -293,15 +211,21 @@ def steer(
 
     if (direction is None) == (recipe is None):
         fail("give exactly one of --direction DIR or --recipe DIR")
-    m = load_model(model, dtype, device)
-    if recipe is not None:
-        steering = sl.Steering.load(recipe, model=m)
+    # read the files before the model loads: a wrong path fails at once
+    loaded = sl.Steering.load(recipe) if recipe is not None else None
+    d = sl.Direction.load(direction) if direction is not None else None
+    layer_spec(layers)
+    m = common.load_model(model, dtype, device)
+    if loaded is not None:
+        loaded.check_model(m.fingerprint)
+        steering = loaded
     else:
-        d = sl.Direction.load(direction, model=m)
+        assert d is not None
+        d.check_model(m.fingerprint)
         chosen = parse_layers(layers, m.n_layers)
         steering = sl.Steering([sl.Add(d, alpha=alpha, layers=chosen, site=site, positions=positions)])
     rows = list(prompt)
-    recipes = [steering] * len(rows)
+    recipes: list[sl.Steering | None] = [steering] * len(rows)
     if compare:
         rows, recipes = rows + rows, recipes + [None] * len(rows)
     out = m.generate(rows, steering=recipes, max_new_tokens=max_new_tokens, do_sample=sample, seed=seed)
@@ -316,27 +240,9 @@ def steer(
         console.print(f"recipe -> {save_recipe}")
 
 
-def _register_extras() -> None:
-    """Commands that live in their own modules (analysis, baking) register themselves here."""
-    import importlib
-
-    for name in ("cli_edit", "cli_analysis", "cli_compare", "cli_serve"):
-        try:
-            module = importlib.import_module(f"steerlab.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"steerlab.{name}":
-                raise
-            continue
-        module.register(app)
+COMMANDS: dict[str, Callable[..., Any]] = {"demo": demo, "capture": capture, "extract": extract, "sweep": sweep, "steer": steer}
 
 
-_register_extras()
-
-
-def main() -> None:
-    """Entry point of the `steerlab` console script."""
-    app()
-
-
-if __name__ == "__main__":
-    main()
+def register(app: typer.Typer) -> None:
+    """Add ``demo``, ``capture``, ``extract``, ``sweep`` and ``steer`` to ``app``."""
+    common.add_commands(app, COMMANDS)

@@ -1,0 +1,5 @@
+"""``python -m steerlab.cli``: the same as the ``steerlab`` console script."""
+
+from . import main
+
+main()
