@@ -74,7 +74,7 @@ def run_demo(model: Model | None = None, n_prompts: int = 5, strengths: Sequence
             recipes.append(None if strength == 0 else sl.Steering([sl.Add(direction, alpha=strength, layers=layers)]))
     log(f"generating {len(rows)} rows ({len(prompts)} prompts x {len(strengths)} strengths) in one batch ...")
     t = time.perf_counter()
-    out = model.generate([r["prompt"] for r in rows], steering=recipes, max_new_tokens=max_new_tokens)
+    out = model.generate([str(r["prompt"]) for r in rows], steering=recipes, max_new_tokens=max_new_tokens)
     timings["generate"] = time.perf_counter() - t
     frame = pd.DataFrame(rows)
     frame["output"] = out.texts

@@ -51,6 +51,13 @@ class Activations:
     def __iter__(self) -> Iterator[str]:
         return iter(self.data)
 
+    def tensor(self, site: Site | str) -> torch.Tensor:
+        """One site's ``[n_texts, ...]`` tensor (captures with positions 'last' or 'mean')."""
+        value = self[site]
+        if not isinstance(value, torch.Tensor):
+            raise SteerlabError(f"site {_name(site)!r} holds one tensor per text (positions='all'); index it per text")
+        return value
+
     def layers(self, kind: str) -> list[int]:
         """Layers captured for a per-layer site kind, in order."""
         out: list[int] = []

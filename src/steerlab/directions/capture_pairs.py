@@ -109,7 +109,7 @@ def capture_pairs(model: Model, pairs: ContrastiveSet, layers: Layers = None, si
     texts = list(pairs.positive) + list(pairs.negative)
     acts = model.capture(texts, sites=site, layers=layer_list, positions=positions, chat=chat,
                          batch_size=batch_size, progress=progress)
-    stacked = torch.stack([acts[f"layers.{layer}.{site}"] for layer in layer_list], dim=1)
+    stacked = torch.stack([acts.tensor(f"layers.{layer}.{site}") for layer in layer_list], dim=1)
     stacked = stacked.reshape(*stacked.shape[:2], -1)
     n = len(pairs)
     return PairActivations(stacked[:n], stacked[n:], layer_list, site, positions, chat, dict(model.fingerprint),

@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -79,11 +81,12 @@ def from_steering_vectors(source, allow_pickle: bool = False):
 def _load_file(path: Path, allow_pickle: bool):
     if not path.is_file():
         raise DataError(f"no file at {str(path)!r}")
-    stand_ins = [(_SteeringVectorStandIn, name) for name in _PICKLED_NAMES]
+    stand_ins: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+        (_SteeringVectorStandIn, name) for name in _PICKLED_NAMES]
     try:
         with torch.serialization.safe_globals(stand_ins):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - whatever torch's safe loader refuses becomes one clear line
         if not allow_pickle:
             raise SteerlabError(
                 f"{path} cannot be read safely ({str(err).splitlines()[0][:160]}); if you trust it, pass "

@@ -72,7 +72,7 @@ def _means(model: Model, texts: list[str], layers: list[int], positions: str,
            batch_size: int) -> dict[str, torch.Tensor]:
     acts = model.capture(texts, sites=["attn.heads", "mlp.neurons"], layers=layers, positions=positions,
                          batch_size=batch_size, progress=False)
-    return {name: acts[name].double().flatten(1).mean(0) for name in acts.sites}
+    return {name: acts.tensor(name).double().flatten(1).mean(0) for name in acts.sites}
 
 
 def steer2edit(model: Model, pairs: Any, rho_attn: float | None = 0.18, rho_mlp: float | None = 0.55,

@@ -118,7 +118,7 @@ class ProbeScore(Scorer):
         if keep:
             acts = model.capture([flat[i] for i in keep], sites=name, positions="last", batch_size=self.batch_size,
                                  progress=False)
-            values[keep] = probe_score(self.direction, acts[name], self.layer).float()
+            values[keep] = probe_score(self.direction, acts.tensor(name), self.layer).float()
         per = values.view(len(generations.texts), -1) if flat else values.view(len(generations.texts), 0)
         return {"probe": [mean(row.tolist()) for row in per]}
 

@@ -158,7 +158,7 @@ def compare(model: Model, dataset: str | os.PathLike | ContrastiveSet = "sentime
         name = f"layers.{layer}.resid_post"
         acts = model.capture(held.positive + held.negative, sites=name, positions="last", chat=task.chat,
                              progress=False)
-        logits = probe_score(direction, acts[name], layer)
+        logits = probe_score(direction, acts.tensor(name), layer)
         truth = torch.tensor([1] * len(held) + [0] * len(held), dtype=torch.bool)
         probe_info = {"layer": layer, "heldout_accuracy": round(float(((logits > 0) == truth).float().mean()), 4),
                       "heldout_pairs": len(held)}

@@ -131,7 +131,7 @@ def find_condition(model: Model, pairs: ContrastiveSet, fire: str = "positive", 
     chosen = normalize_layers(layers, model.n_layers)
     acts = model.capture(pairs.positive + pairs.negative, sites=site, layers=chosen, positions="mean", chat=chat,
                          batch_size=batch_size, progress=False)
-    stacked = torch.stack([acts[f"layers.{layer}.{site}"] for layer in chosen], 1)
+    stacked = torch.stack([acts.tensor(f"layers.{layer}.{site}") for layer in chosen], 1)
     n = len(pairs)
     pos, neg = (stacked[:n], stacked[n:]) if fire == "positive" else (stacked[n:], stacked[:n])
     vectors = pca_from(pos, neg, method="pca_center").vectors
@@ -145,7 +145,7 @@ def condition_fires(model: Model, fit: ConditionFit, prompts: list[str], chat: b
     """Whether the condition fires on each prompt (as the sensor will during generation)."""
     acts = model.capture(prompts, sites=f"layers.{fit.layer}.{fit.site}", positions="mean", chat=chat,
                          batch_size=batch_size, progress=False)
-    return fit.fires(condition_scores(acts[f"layers.{fit.layer}.{fit.site}"], fit.vector, fit.metric))
+    return fit.fires(condition_scores(acts.tensor(f"layers.{fit.layer}.{fit.site}"), fit.vector, fit.metric))
 
 
 def cast(behaviour: Vectors, layers: Layers, alpha: float, condition: ConditionFit | None, site: str = "resid_pre",

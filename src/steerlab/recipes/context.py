@@ -42,7 +42,7 @@ def capture_sites(model: Model, pairs: ContrastiveSet, sites: Sequence[str] = FI
     out: dict[str, PairActivations] = {}
     n = len(pairs)
     for site in sites:
-        stacked = torch.stack([acts[f"layers.{layer}.{site}"] for layer in layers], 1)
+        stacked = torch.stack([acts.tensor(f"layers.{layer}.{site}") for layer in layers], 1)
         out[site] = PairActivations(stacked[:n], stacked[n:], layers, site, positions, chat, dict(model.fingerprint),
                                     pairs.describe(), model.n_layers)
     return out
