@@ -75,6 +75,14 @@ class Steering:
                 f"d_model {fingerprint.get('d_model')})"
             )
 
+    def digest(self) -> str:
+        """A short hash of what this recipe computes: each intervention's kind, settings and tensors."""
+        parts = []
+        for item in self.interventions:
+            parts.append(io.dumps({"kind": item.kind, "config": item.config()}, indent=None).encode())
+            parts.append(io.tensor_hash(item.tensors()).encode())
+        return io.short_hash(parts)
+
     # --- saving -------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write ``path/recipe.json`` and ``path/tensors.safetensors``, built beside ``path`` and renamed into place.

@@ -7,6 +7,7 @@ about two seconds instead of de-quantising again.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -51,6 +52,30 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError):
         raise SteerlabError(f"device={device!r} is not a valid torch device (try 'cpu', 'cuda' or 'auto')") from None
+
+
+def weights_fingerprint(hf_model: Any, per_tensor: int = 64) -> str:
+    """A cheap fingerprint of a model's weights, dtype and device kind (what decides its numbers).
+
+    Hashes ``per_tensor`` evenly spaced values of every parameter and buffer (bitwise, so
+    deterministic) with their names, dtypes and shapes, plus the device kind: a fine-tune, a
+    different precision or a move from CPU to GPU each give another fingerprint. It samples, so two
+    models that differ only in unsampled values share one; it is a guard against mistakes, not a
+    cryptographic hash.
+    """
+    h = hashlib.sha256()
+    device_kind = "cpu"
+    with torch.no_grad():
+        for name, t in hf_model.state_dict().items():
+            device_kind = t.device.type
+            flat = t.detach().reshape(-1)
+            if flat.numel() > per_tensor:
+                step = flat.numel() // per_tensor
+                flat = flat[::step][:per_tensor]
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+            h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    h.update(device_kind.encode())
+    return h.hexdigest()[:16]
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
