@@ -143,11 +143,11 @@ def test_capture_under_steering_sees_the_steered_values(tiny_llama):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(sites="resid_middle"), "unknown site"),
-    (dict(sites="layers.9.resid_post"), "out of range"),
-    (dict(layers=[5]), "out of range"),
-    (dict(positions="first"), "positions"),
-    (dict(batch_size=0), "batch_size"),
+    ({"sites": "resid_middle"}, "unknown site"),
+    ({"sites": "layers.9.resid_post"}, "out of range"),
+    ({"layers": [5]}, "out of range"),
+    ({"positions": "first"}, "positions"),
+    ({"batch_size": 0}, "batch_size"),
 ])
 def test_bad_capture_arguments(tiny_llama, kwargs, match):
     with pytest.raises(sl.SteerlabError, match=match):

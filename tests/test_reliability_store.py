@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-from tiny import tiny_model
 
 from steerlab.activations import DiskActivations, ShardWriter
 from steerlab.errors import DataError, SteerlabError
 from steerlab.models.load import weights_fingerprint
+from tiny import tiny_model
 
 TEXTS = [f"text {i} " + "word " * (i % 5) for i in range(10)]
 

@@ -52,7 +52,7 @@ class ShardWriter:
                  total: int | None = None):
         self.folder = Path(folder)
         self.path = self.folder / MANIFEST
-        _check_folder(self.folder)
+        check_folder(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         fresh: dict[str, Any] = {"format": FORMAT, "sites": sites, "positions": positions, "n_texts": n_texts,
                                  "key": key, "meta": meta or {}, "shards": [], "complete": False}
@@ -156,8 +156,9 @@ _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "
            "I64": torch.int64, "I32": torch.int32, "BOOL": torch.bool, "U8": torch.uint8}
 
 
-def _check_folder(folder: Path) -> None:
+def check_folder(out: str | os.PathLike[str]) -> None:
     """Refuse to write a capture into a file, or into a non-empty folder that holds no capture manifest."""
+    folder = Path(out)
     if folder.exists() and not folder.is_dir():
         raise SteerlabError(f"out={str(folder)!r} is a file; captures are written to a folder")
     if folder.is_dir() and not io.is_artifact(folder, MANIFEST, FORMAT) and any(folder.iterdir()):

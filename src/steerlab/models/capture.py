@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from .. import io
 from ..activations import Activations, ShardWriter, texts_hash
 from ..activations.memory import POSITIONS
-from .. import io
 from ..errors import SteerlabError
 from ..interventions.positions import StepContext
 from ..progress import bar

@@ -139,5 +139,8 @@ def _fingerprint(model: Model) -> dict:
     h = hashlib.sha256(model.hf_model.config.model_type.encode())
     for name, param in model.hf_model.state_dict().items():
         h.update(f"{name}:{tuple(param.shape)};".encode())
+    baked = getattr(model.hf_model.config, "steerlab", None)
+    source = baked.get("source") if isinstance(baked, dict) else None
     return {"name": model.name, "family": model.family, "n_layers": model.n_layers, "d_model": model.d_model,
-            "shape_hash": h.hexdigest()[:16]}
+            "shape_hash": h.hexdigest()[:16],
+            "baked_from": source.get("shape_hash") if isinstance(source, dict) else None}
