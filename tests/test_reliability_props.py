@@ -45,43 +45,53 @@ def saved():
     return {"direction": (d, "direction.json"), "recipe": (r, "recipe.json")}
 
 
-def _mutations():
-    """A key path into the saved JSON and a value to put there (or delete with None as the path's end)."""
-    return st.tuples(st.lists(st.sampled_from(["format", "layers", "d_model", "meta", "interventions", "kind",
-                                               "config", "alpha", "layers", "site", "positions", 0, 1, "x"]),
-                              min_size=1, max_size=4), json_values, st.booleans())
+def _paths(node, prefix=()):
+    """Every key path into a JSON document (the root included)."""
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, (*prefix, i))
 
 
-def _mutate(doc, path, value, delete):
+def _mutate(doc, path, action, value):
+    """``doc`` with the node at ``path`` deleted, replaced by ``value``, or given an extra key ``"x"``."""
+    if not path:
+        return value if action == "replace" else doc
     node = doc
     for key in path[:-1]:
-        if isinstance(node, dict) and key in node:
-            node = node[key]
-        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
-            node = node[key]
-        else:
-            return doc
+        node = node[key]
     last = path[-1]
-    if isinstance(node, dict):
-        if delete:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    elif isinstance(node, list) and isinstance(last, int) and last < len(node):
+    if action == "delete":
+        del node[last]
+    elif action == "replace":
         node[last] = value
+    elif isinstance(node[last], dict):
+        node[last]["x"] = value
     return doc
+
+
+def _tampered(doc, data):
+    """Draw one tampering (delete, replace or add a key anywhere) of ``doc`` with hypothesis' ``data``."""
+    path = data.draw(st.sampled_from(list(_paths(doc))))
+    action = data.draw(st.sampled_from(["delete", "replace", "add"]))
+    return _mutate(doc, path, action, data.draw(json_values))
 
 
 @pytest.mark.parametrize("kind", ["direction", "recipe"])
 @SETTINGS
-@given(change=_mutations())
-def test_hand_edited_artifacts_load_or_raise_steerlab_error(saved, kind, change):
+@given(data=st.data())
+def test_hand_edited_artifacts_load_or_raise_steerlab_error(saved, kind, data):
     folder, marker = saved[kind]
     work = _tmp() / "copy"
     work.mkdir()
     for f in folder.iterdir():
         (work / f.name).write_bytes(f.read_bytes())
-    doc = _mutate(json.loads((folder / marker).read_text()), *change)
+    doc = json.loads((folder / marker).read_text())
+    for _ in range(data.draw(st.integers(1, 3))):
+        doc = _tampered(doc, data)
     (work / marker).write_text(json.dumps(doc))
     load = sl.Direction.load if kind == "direction" else sl.Steering.load
     _loads_or_steerlab_error(load, work)
@@ -110,19 +120,19 @@ def capture_folder(tiny_llama):
 
 
 @SETTINGS
-@given(change=st.tuples(st.lists(st.sampled_from(["shards", 0, 1, "file", "n", "bytes", "sites", "positions",
-                                                  "n_texts", "complete", "format", "meta"]), min_size=1, max_size=3),
-                        json_values, st.booleans()),
+@given(data=st.data(),
        file=st.sampled_from(["../x.safetensors", "/etc/passwd", "shard-000000.safetensors", "shard-000001.safetensors",
                              "", ".", "shard-1.safetensors"]))
-def test_a_tampered_manifest_loads_or_raises_steerlab_error(capture_folder, change, file):
+def test_a_tampered_manifest_loads_or_raises_steerlab_error(capture_folder, data, file):
     work = _tmp() / "acts"
     work.mkdir()
     for f in capture_folder.iterdir():
         (work / f.name).write_bytes(f.read_bytes())
     doc = json.loads((capture_folder / "manifest.json").read_text())
-    doc["shards"][0]["file"] = file
-    doc = _mutate(doc, *change)
+    if data.draw(st.booleans()):
+        doc["shards"][0]["file"] = file
+    for _ in range(data.draw(st.integers(1, 3))):
+        doc = _tampered(doc, data)
     (work / "manifest.json").write_text(json.dumps(doc))
 
     def read(folder):
