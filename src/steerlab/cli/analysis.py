@@ -188,7 +188,8 @@ def patch(clean: list[str] = typer.Option(..., help="Clean prompt(s); repeat for
     from steerlab import analysis
 
     layer_spec(layers)
-    out = _out_dir(out, force, "do_interventions", "necessity", "subspace", "patching")
+    written = ("do_interventions", "necessity") if steps else ("subspace",) if subspace is not None else ("patching",)
+    out = _out_dir(out, force, *written)
     score: str | list[str] | None = (gold[0] if len(gold) == 1 else list(gold)) if gold else None
     if steps:
         if score is None:

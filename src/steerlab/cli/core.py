@@ -1,4 +1,4 @@
-"""The main job from the command line: ``demo``, ``capture``, ``extract``, ``sweep`` and ``steer``."""
+"""The main job from the command line: ``demo``, ``capture``, ``extract``, ``sweep``, ``steer`` and ``sites``."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from .common import (
     layer_spec,
     parse_layers,
 )
+
 
 def sites(
     layers: str | None = typer.Option(None, help=f"Only these layers' sites (default all): {LAYERS_HELP}."),

@@ -177,6 +177,8 @@ class Direction:
         direction = cls(vectors, meta=_layer_keys(meta))
         if model is not None:
             direction.check_model(model.fingerprint, same_shape)
+            if same_shape:  # adopted by this model: recipes built from it carry its fingerprint
+                direction.meta["model"] = {**model.fingerprint, "adapted_from": direction.meta.get("model")}
         return direction
 
     # --- llama.cpp control vectors -------------------------------------------------------------

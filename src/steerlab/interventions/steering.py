@@ -167,6 +167,8 @@ class Steering:
         steering = cls(items, meta)
         if model is not None:
             steering.check_model(model.fingerprint, same_shape)
+            if same_shape:  # adopted by this model: later checks (generate, capture) accept it
+                steering.meta["model"] = {**model.fingerprint, "adapted_from": steering.meta.get("model")}
         return steering
 
 
