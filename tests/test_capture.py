@@ -124,9 +124,13 @@ def test_a_killed_capture_resumes_without_recomputing(tiny_llama, tmp_path):
     assert not any(p.name.endswith(".tmp") for p in out.iterdir())
 
 
-def test_a_different_capture_into_the_same_folder_starts_over(tiny_llama, tmp_path):
+def test_a_different_capture_into_the_same_folder_is_refused_unless_overwrite(tiny_llama, tmp_path):
     tiny_llama.capture(TEXTS, sites="layers.0.resid_post", batch_size=4, out=tmp_path / "a")
-    other = tiny_llama.capture(TEXTS[:5], sites="layers.0.resid_post", batch_size=4, out=tmp_path / "a")
+    with pytest.raises(sl.SteerlabError, match="another capture .*n_texts.*texts.*overwrite=True"):
+        tiny_llama.capture(TEXTS[:5], sites="layers.0.resid_post", batch_size=4, out=tmp_path / "a")
+    assert len(list((tmp_path / "a").glob("shard-*"))) == 6  # the first capture is untouched
+    other = tiny_llama.capture(TEXTS[:5], sites="layers.0.resid_post", batch_size=4, out=tmp_path / "a",
+                               overwrite=True)
     assert len(other) == 5
     assert len(list((tmp_path / "a").glob("shard-*"))) == 2
 

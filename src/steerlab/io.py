@@ -103,8 +103,53 @@ def read_json(path: PathLike, what: str = "JSON file") -> Any:
         raise DataError(f"no {what} at {str(file)!r}")
     try:
         return json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{file} is not valid JSON: {err}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise DataError(f"{file} is not valid JSON: {str(err)[:160]}") from None
+
+
+# --- tensors read back ---------------------------------------------------------------------------
+MAX_MAGNITUDE = 1e6  # larger values in a saved vector or setting are a corrupt or hand-edited file
+
+
+def read_safetensors(path: PathLike, what: str) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; a missing, truncated or malformed file raises ``DataError`` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{what}: {str(file)!r} is missing")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise DataError(f"{what}: {file} is not a readable safetensors file ({str(err).splitlines()[0][:120]})"
+                        ) from None
+
+
+def check_finite(values: torch.Tensor, what: str, limit: float = MAX_MAGNITUDE) -> torch.Tensor:
+    """``values`` if every entry is a finite number no larger than ``limit`` in size; else ``DataError``."""
+    if (values.is_floating_point() or values.is_complex()) and not bool(torch.isfinite(values).all()):
+        raise DataError(f"{what} holds NaN or infinite values")
+    if values.numel() and float(values.abs().max()) > limit:
+        raise DataError(f"{what} holds a value of size {float(values.abs().max()):.3g}, above the {limit:g} allowed")
+    return values
+
+
+def check_numbers(value: Any, what: str, limit: float = MAX_MAGNITUDE) -> None:
+    """Every number inside ``value`` (nested dicts and lists) is finite and no larger than ``limit``."""
+    import math
+
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or abs(value) > limit:
+            raise DataError(f"{what} holds {value!r}; numbers must be finite and at most {limit:g} in size")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_numbers(v, f"{what}.{k}", limit)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_numbers(v, f"{what}[{i}]", limit)
 
 
 # --- artifact folders --------------------------------------------------------------------------
@@ -122,14 +167,23 @@ def is_artifact(folder: PathLike, marker: str, format: str) -> bool:
 
 def check_target(folder: PathLike, marker: str, format: str, overwrite: bool, what: str) -> None:
     """Refuse to save over ``folder`` unless it is absent, or ``overwrite`` is set and it is a ``what`` artifact."""
-    target = Path(folder)
-    if not target.exists() and not target.is_symlink():
+    check_owned(folder, lambda p: is_artifact(p, marker, format), overwrite, what)
+
+
+def check_owned(target: PathLike, ours: Callable[[Path], bool], overwrite: bool, what: str,
+                flag: str = "overwrite=True") -> None:
+    """Refuse to write over ``target`` unless it is absent, or ``overwrite`` is set and ``ours(target)`` holds.
+
+    ``what`` names the kind of output (in the message); ``flag`` how the caller asks to replace it.
+    """
+    path = Path(target)
+    if not path.exists() and not path.is_symlink():
         return
-    if not target.is_dir() or not is_artifact(target, marker, format):
-        raise SteerlabError(f"{str(target)!r} already exists and is not a saved {what}; "
+    if path.is_symlink() or not ours(path):
+        raise SteerlabError(f"{str(path)!r} already exists and is not a saved {what}; "
                             "choose another path (steerlab never replaces other files)")
     if not overwrite:
-        raise SteerlabError(f"{str(target)!r} already holds a saved {what}; pass overwrite=True to replace it")
+        raise SteerlabError(f"{str(path)!r} already holds a saved {what}; pass {flag} to replace it")
 
 
 def save_folder(folder: PathLike, fill: Callable[[Path], object], *, marker: str, format: str, overwrite: bool,
@@ -140,8 +194,15 @@ def save_folder(folder: PathLike, fill: Callable[[Path], object], *, marker: str
     the same kind (``marker`` file with this ``format``); the old one is moved aside first and
     removed once the new one is in place.
     """
+    return replace_folder(folder, fill, ours=lambda p: p.is_dir() and is_artifact(p, marker, format),
+                          overwrite=overwrite, what=what)
+
+
+def replace_folder(folder: PathLike, fill: Callable[[Path], object], *, ours: Callable[[Path], bool],
+                   overwrite: bool, what: str, flag: str = "overwrite=True") -> Path:
+    """``save_folder`` with any test of ownership: ``ours(path)`` says whether an existing folder may be replaced."""
     target = Path(folder)
-    check_target(target, marker, format, overwrite, what)
+    check_owned(target, ours, overwrite, what, flag)
     target.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:8]
     tmp = target.with_name(f".{target.name}.{tag}.tmp")
@@ -149,12 +210,12 @@ def save_folder(folder: PathLike, fill: Callable[[Path], object], *, marker: str
     tmp.mkdir()
     try:
         fill(tmp)
-        for file in tmp.iterdir():
+        for file in tmp.rglob("*"):
             if file.is_file():
                 _fsync_file(file)
         _fsync_dir(tmp)
         if target.exists():
-            check_target(target, marker, format, overwrite, what)  # still ours, just before the swap
+            check_owned(target, ours, overwrite, what, flag)  # still ours, just before the swap
             os.replace(target, old)
         os.replace(tmp, target)
     except BaseException:
@@ -166,6 +227,13 @@ def save_folder(folder: PathLike, fill: Callable[[Path], object], *, marker: str
     if old.exists():
         shutil.rmtree(old)
     return target
+
+
+def write_file(path: PathLike, write: Callable[[Path], object], *, ours: Callable[[Path], bool], overwrite: bool,
+               what: str, flag: str = "overwrite=True") -> Path:
+    """``atomic_write`` that refuses an existing ``path`` unless ``overwrite`` and ``ours(path)`` (a file of that kind)."""
+    check_owned(path, lambda p: p.is_file() and ours(p), overwrite, what, flag)
+    return atomic_write(path, write)
 
 
 # --- hashes ------------------------------------------------------------------------------------

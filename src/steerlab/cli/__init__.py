@@ -23,6 +23,20 @@ for _group in (core, edit, analysis, compare):
     _group.register(app)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"steerlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print steerlab's version and exit.")) -> None:
+    """Read, steer and audit what a language model computes from its hidden states."""
+
+
 def main() -> None:
     """Entry point of the `steerlab` console script."""
     app()

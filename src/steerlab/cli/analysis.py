@@ -13,15 +13,21 @@ import typer
 
 from ..errors import SteerlabError
 from . import common
-from .common import DEVICE, DTYPE, LAYERS_HELP, MODEL, layer_spec, one_layer, parse_layers
+from .common import DEVICE, DTYPE, FORCE, LAYERS_HELP, MODEL, layer_spec, one_layer, parse_layers
 
 LAYERS = f"Layers (default all): {LAYERS_HELP}."
 
 
-def _out_dir(out: Path) -> Path:
+def _out_dir(out: Path, force: bool, *names: str) -> Path:
+    """The --out folder, created; refuse it when it already holds one of this command's ``names``
+    (``<name>.csv``/``.png``) unless --force (other files there are never touched)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SteerlabError(f"--out {str(out)!r} is a file; give a folder")
+    found = [f"{n}{ext}" for n in names for ext in (".csv", ".png") if (out / f"{n}{ext}").exists()]
+    if found and not force:
+        raise SteerlabError(f"--out {str(out)!r} already holds {', '.join(found)} from an earlier run; "
+                            "pass --force to replace them, or give another folder")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -38,11 +44,11 @@ def _positions(text: str) -> Literal["all", "last"] | list[int]:
 
 
 def _write(out: Path, name: str, table: Any, fig: Any = None) -> list[str]:
-    written = [str(out / f"{name}.csv")]
-    table.to_csv(written[0], index=False)
+    from .. import io
+
+    written = [str(io.atomic_write_text(out / f"{name}.csv", table.to_csv(index=False)))]
     if fig is not None:
-        written.append(str(out / f"{name}.png"))
-        fig.savefig(written[1], dpi=100)
+        written.append(str(io.atomic_write(out / f"{name}.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png"))))
     return written
 
 
@@ -55,7 +61,8 @@ def lens(text: str = typer.Argument(..., help="The prompt, e.g. 'The capital of 
          k: int = typer.Option(5, help="How many top tokens to list."),
          chat: bool = typer.Option(False, help="Apply the chat template to the prompt."),
          model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
-         out: Path = typer.Option(Path("runs/lens"), help="Folder for lens.csv and lens.png.")) -> None:
+         out: Path = typer.Option(Path("runs/lens"), help="Folder for lens.csv and lens.png."),
+         force: bool = FORCE) -> None:
     """Logit lens: every layer's top tokens and the target's rank; prints the commitment layer.
 
     Example: steerlab lens "The capital of France is" --target " Paris" --out runs/lens
@@ -64,7 +71,7 @@ def lens(text: str = typer.Argument(..., help="The prompt, e.g. 'The capital of 
 
     where = _positions(positions)
     layer_spec(layers)
-    out = _out_dir(out)
+    out = _out_dir(out, force, "lens", "commitment")
     m = common.load_model(model, dtype, device)
     table = analysis.logit_lens(m, text, target=target, positions=where, layers=parse_layers(layers, m.n_layers),
                                 k=k, chat=chat)
@@ -91,7 +98,8 @@ def probe_map(
         c: float = typer.Option(0.01, "--C", help="Inverse regularisation strength of the logistic regression."),
         chat: bool = typer.Option(True, help="Apply the chat template (fit and scoring)."),
         model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
-        out: Path = typer.Option(Path("runs/probe-map"), help="Folder for the CSVs and PNGs.")) -> None:
+        out: Path = typer.Option(Path("runs/probe-map"), help="Folder for the CSVs and PNGs."),
+        force: bool = FORCE) -> None:
     """Probe map: fit a probe on --data, score every layer x token (generated tokens too), plot the trace.
 
     Example: steerlab probe-map --data refusal --layer 15 --generate 24 --out runs/probe-map
@@ -101,7 +109,7 @@ def probe_map(
     from steerlab import analysis
 
     pairs = common.load_pairs(data)
-    out = _out_dir(out)
+    out = _out_dir(out, force, "probe_map", "trace")
     m = common.load_model(model, dtype, device)
     fixed = one_layer(layer, m.n_layers)
     train, held = pairs.split(0.25, seed=0)
@@ -169,7 +177,8 @@ def patch(clean: list[str] = typer.Option(..., help="Clean prompt(s); repeat for
           site: str = typer.Option("mlp.neurons", help="Site of the --subspace check."),
           chat: bool = typer.Option(False, help="Apply the chat template to the prompts."),
           model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
-          out: Path = typer.Option(Path("runs/patch"), help="Folder for the CSV and PNG.")) -> None:
+          out: Path = typer.Option(Path("runs/patch"), help="Folder for the CSV and PNG."),
+          force: bool = FORCE) -> None:
     """Activation patching sweep over sites x layers x positions, with a heatmap; --steps runs step-wise
     do-interventions and --subspace the subspace-illusion check.
 
@@ -179,7 +188,8 @@ def patch(clean: list[str] = typer.Option(..., help="Clean prompt(s); repeat for
     from steerlab import analysis
 
     layer_spec(layers)
-    out = _out_dir(out)
+    written = ("do_interventions", "necessity") if steps else ("subspace",) if subspace is not None else ("patching",)
+    out = _out_dir(out, force, *written)
     score: str | list[str] | None = (gold[0] if len(gold) == 1 else list(gold)) if gold else None
     if steps:
         if score is None:
@@ -226,7 +236,8 @@ def heads(text: list[str] = typer.Argument(..., help="Prompt(s) to attribute."),
           top: int = typer.Option(10, help="How many heads to print."),
           chat: bool = typer.Option(False, help="Apply the chat template to the prompts."),
           model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
-          out: Path = typer.Option(Path("runs/heads"), help="Folder for heads.csv and heads.png.")) -> None:
+          out: Path = typer.Option(Path("runs/heads"), help="Folder for heads.csv and heads.png."),
+          force: bool = FORCE) -> None:
     """Heads: direct logit attribution, ablation effect and (with --contrast) interchange, per head.
 
     Example: steerlab heads "The capital of France is" --answers " Paris" " Rome"
@@ -237,7 +248,7 @@ def heads(text: list[str] = typer.Argument(..., help="Prompt(s) to attribute."),
     if ablate not in ("zero", "mean", "none"):
         raise SteerlabError(f"--ablate {ablate!r} is not allowed; use 'zero', 'mean' or 'none'")
     layer_spec(layers)
-    out = _out_dir(out)
+    out = _out_dir(out, force, "heads")
     m = common.load_model(model, dtype, device)
     layer_list = parse_layers(layers, m.n_layers)
     table = analysis.head_attribution(m, text, answers=answers, layers=layer_list, chat=chat)

@@ -29,6 +29,8 @@ err = Console(stderr=True)
 MODEL = typer.Option("smollm2", "--model", "-m", help="'smollm2' (embedded), a folder, a .gguf file or a hub id.")
 DTYPE = typer.Option(None, help="float32 (CPU default), bfloat16 (GPU default) or float16.")
 DEVICE = typer.Option("auto", help="cpu, cuda or auto.")
+FORCE = typer.Option(False, "--force", help="Replace an earlier output of the same kind at the target "
+                                             "(other files and folders are never replaced).")
 LAYERS_HELP = "all, 10, 8-12, 8,10,12; negatives count from the end (-1 is the last layer, -3--1 the last three)"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,11 +71,39 @@ def add_commands(app: typer.Typer, commands: dict[str, Callable[..., Any]]) -> N
         app.command(name)(one_line_errors(fn))
 
 
+# --- checking before the slow work -------------------------------------------------------------
+def check_number(value: float, option: str, low: float | None = None, high: float | None = None) -> float:
+    """A finite number within ``[low, high]``, or one line naming ``option``."""
+    import math
+
+    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        span = f" between {low:g} and {high:g}" if low is not None and high is not None else (
+            f" of at least {low:g}" if low is not None else (f" of at most {high:g}" if high is not None else ""))
+        raise SteerlabError(f"{option} {value!r} is not allowed; give a finite number{span}")
+    return value
+
+
+def check_count(value: int, option: str, low: int = 1) -> int:
+    """An integer option that must be at least ``low``."""
+    if value < low:
+        raise SteerlabError(f"{option} {value} is not allowed; give an integer of at least {low}")
+    return value
+
+
+def check_model_args(name: str, dtype: str | None, device: str) -> None:
+    """Check --model, --dtype and --device before anything loads (a missing GPU or file fails at once)."""
+    from ..models.load import check_source, resolve_device, resolve_dtype
+
+    resolve_dtype(dtype, resolve_device(device))
+    check_source(name)
+
+
 # --- loading ----------------------------------------------------------------------------------
 def load_model(name: str, dtype: str | None = None, device: str = "auto") -> Model:
     """The one model loader of every command, with a spinner while it loads."""
     import steerlab as sl
 
+    check_model_args(name, dtype, device)
     with err.status(f"loading {name} ..."):
         return sl.load(name, dtype=dtype, device=device)
 

@@ -56,6 +56,8 @@ def compare(
     selection_stride: int = typer.Option(1, help="Score every k-th layer's candidate when choosing the refusal "
                                                  "direction (Arditi et al.'s selection; 1: every layer)."),
     model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+    force: bool = typer.Option(False, "--force", help="Write over an earlier report in --out (a folder of other "
+                                                      "files is never written into)."),
 ) -> None:
     """Compare steering methods: strength sweeps, behaviour vs utility, the frontier, and a report.
 
@@ -81,6 +83,11 @@ def compare(
         fail(f"--test {test} must be between 0 and 1")
     if out.exists() and not out.is_dir():
         fail(f"--out {str(out)!r} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "report.html").is_file():
+            fail(f"--out {str(out)!r} holds other files and no steerlab report; give a new or empty folder")
+        if not force:
+            fail(f"--out {str(out)!r} already holds a report; pass --force to write over it, or give another folder")
     grids = parse_strengths(strengths, known)
     common.load_pairs(dataset, "--dataset")   # a bad name fails here, before the model loads
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The main job from the command line: ``demo``, ``capture``, ``extract``, ``sweep`` and ``steer``."""
+"""The main job from the command line: ``demo``, ``capture``, ``extract``, ``sweep``, ``steer`` and ``sites``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,53 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from ..errors import SteerlabError
 from . import common
-from .common import DEVICE, DTYPE, LAYERS_HELP, MODEL, console, err, fail, layer_spec, parse_layers
+from .common import (
+    DEVICE,
+    DTYPE,
+    FORCE,
+    LAYERS_HELP,
+    MODEL,
+    check_count,
+    check_number,
+    console,
+    err,
+    fail,
+    layer_spec,
+    parse_layers,
+)
+
+
+def sites(
+    layers: str | None = typer.Option(None, help=f"Only these layers' sites (default all): {LAYERS_HELP}."),
+    model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+) -> None:
+    """List a model's sites (what capture, steering and the analyses can read or edit) with their shapes.
+
+    Shapes are per token, after [batch, tokens].
+
+    Example:  steerlab sites --model smollm2 --layers 0
+    """
+    from ..sites import parse_site
+
+    layer_spec(layers)
+    m = common.load_model(model, dtype, device)
+    keep = parse_layers(layers, m.n_layers)
+    view = Table(title=f"sites of {m.name} ({m.family}, {m.n_layers} layers, d_model {m.d_model})",
+                 title_justify="left")
+    view.add_column("site")
+    view.add_column("shape", justify="right")
+    for name in m.sites():
+        layer = parse_site(name, m.n_layers).layer
+        if keep is not None and (layer is None or layer not in keep):
+            continue
+        view.add_row(name, str(list(m.site_shape(name))))
+    console.print(view)
+
+
+DEFAULT_ALPHA = 0.75  # the README's strength for a mean-difference direction
+MAX_ALPHA = 1e4
 
 
 def demo(
@@ -71,7 +116,10 @@ def read_texts(path: Path) -> list[str]:
 
     if not path.is_file():
         raise DataError(f"no file at {str(path)!r}")
-    raw = path.read_text(encoding="utf-8")
+    try:
+        raw = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     if path.suffix == ".jsonl":
         texts = []
         for i, line in enumerate(raw.splitlines(), 1):
@@ -79,20 +127,26 @@ def read_texts(path: Path) -> list[str]:
                 continue
             try:
                 item = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path}:{i} is not valid JSON") from None
-            value = item if isinstance(item, str) else item.get("text", item.get("prompt"))
+            except (json.JSONDecodeError, RecursionError):
+                raise DataError(f"{path}:{i} is not valid JSON (one string, or an object with 'text')") from None
+            value = item if isinstance(item, str) else (
+                item.get("text", item.get("prompt")) if isinstance(item, dict) else None)
             if not isinstance(value, str):
                 raise DataError(f"{path}:{i} has no 'text' or 'prompt' field")
             texts.append(value)
     elif path.suffix == ".json":
-        texts = json.loads(raw)
+        try:
+            texts = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise DataError(f"{path} is not valid JSON ({str(e)[:120]})") from None
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise DataError(f"{path} must hold a JSON list of strings")
     else:
         texts = [line for line in raw.splitlines() if line.strip()]
     if not texts:
         raise DataError(f"{path} holds no texts")
+    if not all(t.strip() for t in texts):
+        raise DataError(f"{path} holds an empty text; every text needs at least one character")
     return texts
 
 
@@ -107,11 +161,20 @@ def capture(
     chat: bool = typer.Option(False, help="Wrap each text in the chat template."),
     batch_size: int = typer.Option(16, help="Texts per forward pass (and per shard)."),
     model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+    force: bool = typer.Option(False, "--force", help="Start --out over when it holds a different capture "
+                                                      "(a folder of other files is never touched)."),
 ) -> None:
     """Capture activations over texts to disk (resumable: run it again after a crash).
 
+    Rerun the same command after a crash and it resumes ("resuming: k of n shards done"); a
+    capture of other texts, model weights, dtype, device or settings into the same folder is
+    refused unless --force. Read it back with sl.activations.open_activations(folder).
+
     Example:  steerlab capture --data sentiment --sites resid_post --layers 8-12 --out acts/
     """
+    from ..activations.memory import POSITIONS
+    from ..activations.store import check_folder
+
     if (texts is None) == (data is None):
         fail("give exactly one of --texts FILE or --data NAME")
     if data is not None:
@@ -122,10 +185,15 @@ def capture(
         assert texts is not None
         items = read_texts(texts)
     layer_spec(layers)
-    m = common.load_model(model, dtype, device)
+    if positions not in POSITIONS:
+        fail(f"--positions {positions!r} must be one of {', '.join(POSITIONS)}")
+    check_count(batch_size, "--batch-size")
+    check_folder(out)
     site_list = [s.strip() for s in sites.split(",") if s.strip()]
+    _check_sites(site_list)
+    m = common.load_model(model, dtype, device)
     acts = m.capture(items, sites=site_list, layers=parse_layers(layers, m.n_layers), positions=positions,
-                     chat=chat, batch_size=batch_size, out=out, progress=True)
+                     chat=chat, batch_size=batch_size, out=out, progress=True, overwrite=force)
     console.print(f"captured {len(acts)} texts x {len(acts.sites)} sites ({positions}) -> {out}")
 
 
@@ -137,7 +205,7 @@ def extract(
     site: str = typer.Option("resid_post", help="Site kind to read."),
     positions: str = typer.Option("last", help="last or mean."),
     chat: bool = typer.Option(False, help="Wrap each text in the chat template."),
-    model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+    model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE, force: bool = FORCE,
 ) -> None:
     """Extract a direction (one vector per layer) from a contrastive set.
 
@@ -148,12 +216,16 @@ def extract(
     methods = {"mean_diff": sl.directions.mean_diff, "pca": sl.directions.pca, "probe": sl.directions.probe}
     if method not in methods:
         fail(f"--method {method!r} is not one of {', '.join(methods)}")
+    if positions not in ("last", "mean"):
+        fail(f"--positions {positions!r} must be last or mean")
+    _check_sites([site])
+    _check_out(out, "direction", force)
     pairs = common.load_pairs(data)
     layer_spec(layers)
     m = common.load_model(model, dtype, device)
     direction = methods[method](m, pairs, layers=parse_layers(layers, m.n_layers), site=site, positions=positions,
                                 chat=chat)
-    direction.save(out)
+    direction.save(out, overwrite=force)
     norms = direction.norms()
     console.print(f"{method} direction over {len(direction)} layers of {m.name} -> {out}")
     console.print("norms: " + ", ".join(f"{k}:{v:.1f}" for k, v in norms.items()))
@@ -165,6 +237,7 @@ def sweep(
     csv: Path | None = typer.Option(None, help="Also write the table as CSV."),
     k: int | None = typer.Option(None, help="How many layers to recommend."),
     model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+    force: bool = typer.Option(False, "--force", help="Replace an existing --csv file."),
 ) -> None:
     """Per-layer separability of a contrastive set, and the layers to steer at.
 
@@ -172,6 +245,13 @@ def sweep(
     """
     import steerlab as sl
 
+    from .. import io
+
+    if k is not None:
+        check_count(k, "--k")
+    _check_sites([site])
+    if csv is not None:
+        io.check_owned(csv, lambda p: p.is_file() and p.suffix == ".csv", force, "CSV table", "--force")
     pairs = common.load_pairs(data)
     m = common.load_model(model, dtype, device)
     table = sl.directions.sweep(m, pairs, site=site)
@@ -184,7 +264,7 @@ def sweep(
     console.print(view)
     console.print(f"recommended layers: {layers}")
     if csv is not None:
-        table.to_csv(csv, index=False)
+        io.atomic_write_text(csv, table.to_csv(index=False))
         console.print(f"table -> {csv}")
 
 
@@ -192,8 +272,10 @@ def steer(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="A prompt (repeat for several)."),
     direction: Path | None = typer.Option(None, help="A Direction folder from `steerlab extract`."),
     recipe: Path | None = typer.Option(None, help="A Steering folder (.steer) instead of --direction."),
-    alpha: float = typer.Option(4.0, help="Strength for --direction (Add alpha)."),
-    layers: str | None = typer.Option(None, help=f"Layers for --direction (default: all it holds): {LAYERS_HELP}."),
+    alpha: float = typer.Option(DEFAULT_ALPHA, help="Strength for --direction (Add alpha; the README's 0.75 "
+                                                    "suits a mean-difference direction)."),
+    layers: str | None = typer.Option(None, help="Layers for --direction (default: the three held layers from the "
+                                                 f"middle of the model on, as the layer sweep recommends): {LAYERS_HELP}."),
     site: str = typer.Option("resid_post", help="Site kind for --direction."),
     positions: str = typer.Option("all", help="all, prompt, generated or last."),
     max_new_tokens: int = typer.Option(64, help="Tokens to generate."),
@@ -202,8 +284,13 @@ def steer(
     sample: bool = typer.Option(False, help="Sample instead of greedy decoding."),
     seed: int | None = typer.Option(None, help="Seed for sampling."),
     model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+    force: bool = typer.Option(False, "--force", help="Let --save-recipe replace an earlier recipe there."),
+    any_model: bool = typer.Option(False, "--any-model", help="Apply a recipe or direction made for another model "
+                                                              "with the same number of layers and width."),
 ) -> None:
     """Generate with a steering recipe (or a direction and a strength).
+
+    Defaults: alpha 0.75 at three layers from the middle of the model (15-17 of SmolLM2's 30).
 
     Example:  steerlab steer --direction happy.direction --alpha 1.5 --layers 8-12 -p "Tell me about your day."
     """
@@ -211,19 +298,31 @@ def steer(
 
     if (direction is None) == (recipe is None):
         fail("give exactly one of --direction DIR or --recipe DIR")
-    # read the files before the model loads: a wrong path fails at once
+    # read the files and check every option before the model loads: a mistake fails at once
     loaded = sl.Steering.load(recipe) if recipe is not None else None
     d = sl.Direction.load(direction) if direction is not None else None
     layer_spec(layers)
+    check_number(alpha, "--alpha", -MAX_ALPHA, MAX_ALPHA)
+    check_count(max_new_tokens, "--max-new-tokens")
+    _check_sites([site])
+    from ..interventions.positions import parse_positions
+
+    parse_positions(positions)
+    if save_recipe is not None:
+        _check_out(save_recipe, "steering recipe", force)
     m = common.load_model(model, dtype, device)
     if loaded is not None:
-        loaded.check_model(m.fingerprint)
+        loaded.check_model(m.fingerprint, same_shape=any_model)
         steering = loaded
+        if any_model:
+            steering.meta["model"] = dict(m.fingerprint)
     else:
         assert d is not None
-        d.check_model(m.fingerprint)
-        chosen = parse_layers(layers, m.n_layers)
+        d.check_model(m.fingerprint, same_shape=any_model)
+        chosen = parse_layers(layers, m.n_layers) if layers else default_layers(d.layers, m.n_layers)
         steering = sl.Steering([sl.Add(d, alpha=alpha, layers=chosen, site=site, positions=positions)])
+        if any_model:
+            steering.meta["model"] = dict(m.fingerprint)
     rows = list(prompt)
     recipes: list[sl.Steering | None] = [steering] * len(rows)
     if compare:
@@ -236,13 +335,46 @@ def steer(
             console.print(f"[dim]plain:[/]   {out.texts[len(prompt) + i]}")
         console.print()
     if save_recipe is not None:
-        steering.save(save_recipe)
+        steering.save(save_recipe, overwrite=force)
         console.print(f"recipe -> {save_recipe}")
 
 
-COMMANDS: dict[str, Callable[..., Any]] = {"demo": demo, "capture": capture, "extract": extract, "sweep": sweep, "steer": steer}
+def default_layers(held: list[int], n_layers: int, k: int = 3) -> list[int]:
+    """The ``k`` held layers from the middle of the model on (the layer sweep's usual choice), nearest first."""
+    middle = n_layers // 2
+    usable = [layer for layer in held if 0 <= layer < n_layers]
+    if not usable:
+        raise SteerlabError(f"the direction holds layers {held}, none of them in this model's 0-{n_layers - 1}")
+    return sorted(sorted(usable, key=lambda layer: (abs(layer - middle - (k - 1) / 2), layer))[:k])
+
+
+def _check_sites(names: list[str]) -> None:
+    """Site kinds or full names, checked by syntax before any model loads."""
+    from ..sites import KINDS, parse_site
+
+    if not names:
+        fail("--sites is empty; give a site kind such as resid_post")
+    for name in names:
+        if name not in KINDS:
+            parse_site(name)
+
+
+def _check_out(path: Path, what: str, force: bool) -> None:
+    """Refuse an output folder that exists, unless --force and it holds an earlier ``what`` (checked before loading)."""
+    from .. import io
+    from ..directions.direction import FORMAT as DIRECTION
+    from ..directions.direction import MARKER as DIRECTION_MARKER
+    from ..interventions.steering import FORMAT as RECIPE
+    from ..interventions.steering import MARKER as RECIPE_MARKER
+
+    marker, form = (DIRECTION_MARKER, DIRECTION) if what == "direction" else (RECIPE_MARKER, RECIPE)
+    io.check_owned(path, lambda p: p.is_dir() and io.is_artifact(p, marker, form), force, what, "--force")
+
+
+COMMANDS: dict[str, Callable[..., Any]] = {"demo": demo, "capture": capture, "extract": extract, "sweep": sweep,
+                                           "steer": steer, "sites": sites}
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``demo``, ``capture``, ``extract``, ``sweep`` and ``steer`` to ``app``."""
+    """Add ``demo``, ``capture``, ``extract``, ``sweep``, ``steer`` and ``sites`` to ``app``."""
     common.add_commands(app, COMMANDS)

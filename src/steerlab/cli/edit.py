@@ -10,7 +10,6 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from ..errors import DataError
 from . import common
 from .common import DEVICE, DTYPE, LAYERS_HELP, MODEL, err, layer_spec, parse_layers
 
@@ -22,7 +21,8 @@ def bake(
     dtype: str | None = DTYPE,
     device: str = DEVICE,
     verify: bool = typer.Option(True, help="Check the baked model against hook steering on two probe texts."),
-    force: bool = typer.Option(False, help="Write into --out even if it is not empty."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier baked checkpoint at --out (a folder that "
+                                                      "is not a steerlab-baked checkpoint is never replaced)."),
 ) -> None:
     """Fold a steering recipe into the weights: a checkpoint any engine serves, with the same outputs.
 
@@ -30,14 +30,16 @@ def bake(
     """
     import steerlab as sl
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise DataError(f"--out {str(out)!r} exists and is not empty; choose a new folder or pass --force")
+    from .. import io
+
+    io.check_owned(out, _is_baked, force, "baked checkpoint", "--force")  # before the model loads
     steering = sl.Steering.load(recipe)
     m = common.load_model(model, dtype, device)
     steering.check_model(m.fingerprint)
     with err.status(f"baking {recipe} into {model} ..."):
         baked = sl.edit.bake(m, steering, verify=verify)
-        baked.save_pretrained(str(out))
+        io.replace_folder(out, lambda tmp: baked.save_pretrained(str(tmp)), ours=_is_baked, overwrite=force,
+                          what="baked checkpoint", flag="--force")
     info = dict(baked.config.steerlab)
     edits, switches = info.get("edits", {}), info.get("switches", [])
     typer.echo(f"baked {len(edits)} writers -> {out}")
@@ -50,6 +52,17 @@ def bake(
     typer.echo(f"load it with: AutoModelForCausalLM.from_pretrained({str(out)!r})")
 
 
+def _is_baked(path: Path) -> bool:
+    """Whether ``path`` is a checkpoint written by ``steerlab bake`` (its config records the bake)."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return path.is_dir() and isinstance(config, dict) and isinstance(config.get("steerlab"), dict)
+
+
 def export(
     direction: Path = typer.Option(..., "--direction", "-d", help="A Direction folder from `steerlab extract`."),
     gguf: Path = typer.Option(..., "--gguf", help="Output .gguf file (llama.cpp control vector)."),
@@ -57,6 +70,7 @@ def export(
                                                  f"llama.cpp never steers): {LAYERS_HELP}."),
     alpha: float = typer.Option(1.0, help="Strength baked into the vectors (llama.cpp can scale again)."),
     model_hint: str | None = typer.Option(None, help="controlvector.model_hint (default: the model family)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing .gguf control vector at --gguf."),
 ) -> None:
     """Write a direction as a llama.cpp control vector (direction.N is added to block N's output).
 
@@ -65,6 +79,7 @@ def export(
     """
     import steerlab as sl
 
+    common.check_number(alpha, "--alpha", -1e4, 1e4)
     d = sl.Direction.load(direction)
     # no model here: layers are checked against the direction's (negatives count from its model's end)
     n_layers = (d.meta.get("model") or {}).get("n_layers")
@@ -73,7 +88,7 @@ def export(
         chosen = None   # every layer a control vector can hold: all held but 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        path = d.to_gguf(gguf, layers=chosen, alpha=alpha, model_hint=model_hint)
+        path = d.to_gguf(gguf, layers=chosen, alpha=alpha, model_hint=model_hint, overwrite=force)
     for w in caught:   # steerlab's own notes (layer 0 left out, another site) as one line each
         if issubclass(w.category, UserWarning):
             err.print(f"[yellow]note:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)

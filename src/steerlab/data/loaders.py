@@ -8,6 +8,7 @@ Every loader reads two text fields per row, ``positive`` (the text that has the 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,16 +38,17 @@ def from_jsonl(path: str | os.PathLike, positive: str = "positive", negative: st
     """Read a JSON Lines file, one object per line holding the two text fields; blank lines are skipped."""
     path = _existing_file(path)
     rows: list[tuple[str, object]] = []
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno} is not valid JSON ({err.msg}); each line must be one object"
-                                ) from None
-            rows.append((f"{path}:{lineno}", obj))
+    for lineno, line in enumerate(_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno} is not valid JSON ({err.msg}); each line must be one object"
+                            ) from None
+        except RecursionError:
+            raise DataError(f"{path}:{lineno} is nested too deeply; each line must be one flat object") from None
+        rows.append((f"{path}:{lineno}", obj))
     return _build(rows, positive, negative, name or path.stem, source=str(path), arg=f"path={str(path)!r}")
 
 
@@ -54,12 +56,16 @@ def from_csv(path: str | os.PathLike, positive: str = "positive", negative: str 
              name: str | None = None, delimiter: str = ",") -> ContrastiveSet:
     """Read a CSV file with a header row naming the columns; one pair per row (quoted fields may span lines)."""
     path = _existing_file(path)
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise DataError(f"delimiter={delimiter!r} must be one character")
+    reader = csv.DictReader(io.StringIO(_text(path), newline=""), delimiter=delimiter)
+    try:
         if reader.fieldnames is None:
             raise DataError(f"path={str(path)!r} is empty; a CSV file needs a header row and at least one row")
         # line_num is the reader's physical line after the row, which is right for one-line rows.
         rows = [(f"{path}:{reader.line_num}", row) for row in reader]
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num} is not valid CSV ({err})") from None
     if not rows:
         raise DataError(f"path={str(path)!r} has a header but no rows; it needs at least one pair")
     return _build(rows, positive, negative, name or path.stem, source=str(path), arg=f"path={str(path)!r}",
@@ -155,6 +161,15 @@ def _existing_file(path: object) -> Path:
     if p.stat().st_size == 0:
         raise DataError(f"path={str(path)!r} is empty; it needs at least one pair")
     return p
+
+
+def _text(path: Path) -> str:
+    """A data file's text (UTF-8, a byte-order mark allowed); other encodings raise ``DataError``."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"path={str(path)!r} is not UTF-8 text (bad byte at offset {err.start}); "
+                        "save it as UTF-8") from None
 
 
 def _dataset_name(ds: object) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .. import io
 from ..errors import DataError, ShapeError, SteerlabError
@@ -103,13 +103,20 @@ class Direction:
     def __neg__(self) -> Direction:
         return self * -1.0
 
-    def check_model(self, fingerprint: dict[str, Any]) -> None:
-        """Raise ``ShapeError`` if this direction was made for a model of another shape."""
+    def check_model(self, fingerprint: dict[str, Any], same_shape: bool = False) -> None:
+        """Raise ``ShapeError`` if this direction was made for a model of another shape.
+
+        A checkpoint baked from the direction's model counts as that model; ``same_shape=True``
+        accepts any model with the same number of layers and width.
+        """
+        from ..interventions.steering import fits
+
         made_for = self.meta.get("model")
-        if made_for and fingerprint and made_for.get("shape_hash") != fingerprint.get("shape_hash"):
+        if made_for and fingerprint and not fits(made_for, fingerprint, same_shape):
             raise ShapeError(
                 f"this direction was made for {made_for.get('name')!r} (d_model {made_for.get('d_model')}), "
-                f"not for {fingerprint.get('name')!r} (d_model {fingerprint.get('d_model')})"
+                f"not for {fingerprint.get('name')!r} (d_model {fingerprint.get('d_model')}); pass "
+                "same_shape=True (--any-model) to use it on a model of the same depth and width"
             )
 
     # --- saving -------------------------------------------------------------------------------
@@ -129,8 +136,13 @@ class Direction:
         return io.save_folder(path, fill, marker=MARKER, format=FORMAT, overwrite=overwrite, what="direction")
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], model: Model | None = None) -> Direction:
-        """Read a direction written by ``save``; with ``model``, refuse one made for another shape."""
+    def load(cls, path: str | os.PathLike[str], model: Model | None = None, same_shape: bool = False) -> Direction:
+        """Read a direction written by ``save``; with ``model``, refuse one made for another shape.
+
+        The file is checked, not trusted: ``direction.json`` must hold exactly ``format``, ``layers``,
+        ``d_model`` and ``meta`` with those types, the vectors must match them and be finite and
+        below 1e6 in size; anything else raises ``DataError`` naming the file.
+        """
         folder = Path(path)
         if not (folder / MARKER).is_file():
             raise DataError(f"no direction at {str(path)!r} (expected a folder with {MARKER})")
@@ -138,22 +150,49 @@ class Direction:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             found = doc.get("format") if isinstance(doc, dict) else None
             raise DataError(f"{folder} is not a steerlab direction (format {found!r})")
-        tensors = load_file(str(folder / "vectors.safetensors"))
-        vectors = {int(k.split(".", 1)[1]): v for k, v in tensors.items()}
-        direction = cls(vectors, meta=_layer_keys(doc.get("meta") or {}))
+        where = folder / MARKER
+        extra = sorted(set(doc) - {"format", "layers", "d_model", "meta"})
+        if extra:
+            raise DataError(f"{where} has unknown keys {extra}; a direction holds format, layers, d_model and meta")
+        layers, width, meta = doc.get("layers"), doc.get("d_model"), doc.get("meta", {})
+        if not (isinstance(layers, list) and layers and all(type(x) is int and x >= 0 for x in layers)
+                and len(set(layers)) == len(layers)):
+            raise DataError(f"{where}: 'layers' must be a non-empty list of distinct layer numbers, got {layers!r}")
+        if type(width) is not int or width < 1:
+            raise DataError(f"{where}: 'd_model' must be a positive integer, got {width!r}")
+        if not isinstance(meta, dict):
+            raise DataError(f"{where}: 'meta' must be an object, got {type(meta).__name__}")
+        tensors = io.read_safetensors(folder / "vectors.safetensors", f"direction {str(folder)!r}")
+        want = {f"layer.{k}" for k in layers}
+        if set(tensors) != want:
+            raise DataError(f"{folder / 'vectors.safetensors'} holds {sorted(tensors)}, but {MARKER} lists layers "
+                            f"{layers}")
+        vectors = {}
+        for k in layers:
+            v = tensors[f"layer.{k}"]
+            if v.dim() != 1 or v.shape[0] != width or not v.is_floating_point():
+                raise DataError(f"{folder}: the vector of layer {k} has shape {tuple(v.shape)} and dtype {v.dtype}; "
+                                f"expected floats of shape ({width},)")
+            vectors[k] = io.check_finite(v, f"{folder}: the vector of layer {k}")
+        direction = cls(vectors, meta=_layer_keys(meta))
         if model is not None:
-            direction.check_model(model.fingerprint)
+            direction.check_model(model.fingerprint, same_shape)
+            if same_shape:  # adopted by this model: recipes built from it carry its fingerprint
+                direction.meta["model"] = {**model.fingerprint, "adapted_from": direction.meta.get("model")}
         return direction
 
     # --- llama.cpp control vectors -------------------------------------------------------------
     def to_gguf(self, path: str | os.PathLike[str], layers: int | Iterable[int] | None = None, alpha: float = 1.0,
-                model_hint: str | None = None) -> Path:
+                model_hint: str | None = None, overwrite: bool = False) -> Path:
         """Write ``alpha * self[layer]`` for ``layers`` (default: all held but 0) as a llama.cpp control vector.
 
         ``direction.N`` in the file is added to the output of block N (steerlab's
         ``layers.N.resid_post``); llama.cpp never steers block 0. See ``steerlab.directions.gguf``.
+        An existing ``path`` is replaced only with ``overwrite=True`` and only if it is a GGUF file.
         """
         from .gguf import direction_to_gguf
+
+        io.check_owned(path, _is_gguf, overwrite, "GGUF file")
 
         return direction_to_gguf(self, path, layers=layers, alpha=alpha, model_hint=model_hint)
 
@@ -173,6 +212,15 @@ class Direction:
     def __repr__(self) -> str:
         method = self.meta.get("method", "?")
         return f"Direction(method={method!r}, layers={_span(self.layers)}, d={self.d_model})"
+
+
+def _is_gguf(path: Path) -> bool:
+    """Whether ``path`` is a file that starts with the GGUF magic bytes."""
+    try:
+        with open(path, "rb") as f:
+            return path.is_file() and f.read(4) == b"GGUF"
+    except OSError:
+        return False
 
 
 def _span(layers: list[int]) -> str:

@@ -221,12 +221,22 @@ def bake(model: Model, steering: Steering | Intervention, verify: bool = True) -
     changes = apply(hf, model.bound, edits)
     hf.config.steerlab = {
         "baked": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "version": __version__, "from": model.name,
+        "source": source_fingerprint(model),
         "edits": {_key_name(k): e.sources for k, e in edits.items()}, **changes,
     }
     attach_tokenizer(hf, model.tokenizer)
     if verify:
         check_equivalent(model, steering, hf)
     return hf
+
+
+def source_fingerprint(model: Model) -> dict[str, Any]:
+    """The model a checkpoint is baked from: its shape fingerprint and a weights fingerprint, so recipes
+    made for it load on the baked checkpoint (whose shape can differ: added biases, untied embeddings)."""
+    from ..models.load import weights_fingerprint
+
+    fp = {k: v for k, v in model.fingerprint.items() if k != "baked_from"}
+    return {**fp, "weights": weights_fingerprint(model.hf_model)}
 
 
 def _key_name(key: WriterKey) -> str:

@@ -89,8 +89,9 @@ def _load_file(path: Path, allow_pickle: bool):
     except Exception as err:  # noqa: BLE001 - whatever torch's safe loader refuses becomes one clear line
         if not allow_pickle:
             raise SteerlabError(
-                f"{path} cannot be read safely ({str(err).splitlines()[0][:160]}); if you trust it, pass "
-                "allow_pickle=True (this runs code stored in the file)"
+                f"{path} holds pickled objects steerlab will not load, since loading them could run code stored "
+                f"in the file ({str(err).splitlines()[0][:160]}); save the vectors as plain tensors or "
+                "safetensors where they were made"
             ) from None
         obj = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(obj, _SteeringVectorStandIn):

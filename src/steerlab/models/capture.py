@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import io
 from ..activations import Activations, ShardWriter, texts_hash
 from ..activations.memory import POSITIONS
 from ..errors import SteerlabError
@@ -46,8 +47,21 @@ def _to_cpu(value):
     return value.detach().to("cpu", torch.float32)
 
 
+def resume_key(model, texts: list[str], chat: bool, batch_size: int, recipes: list) -> dict:
+    """What a streamed capture must share with the run it resumes: everything that changes the numbers."""
+    from .load import weights_fingerprint
+
+    steering = [r.digest() if r is not None else None for r in recipes]
+    return {"texts": texts_hash(texts), "model": model.fingerprint.get("shape_hash"),
+            "weights": weights_fingerprint(model.hf_model), "dtype": str(model.dtype), "device": model.device.type,
+            "attention": getattr(model.hf_model.config, "_attn_implementation", None), "chat": chat,
+            "batch_size": batch_size,
+            "steering": None if all(s is None for s in steering) else io.short_hash([str(steering).encode()])}
+
+
 def capture(model, texts, sites="resid_post", layers=None, positions: str = "last", chat: bool = False,
-            batch_size: int = 16, out=None, steering=None, progress: bool | None = None) -> Activations:
+            batch_size: int = 16, out=None, steering=None, progress: bool | None = None,
+            overwrite: bool = False) -> Activations:
     """See ``Model.capture``."""
     texts = check_texts(texts)
     if positions not in POSITIONS:
@@ -65,10 +79,9 @@ def capture(model, texts, sites="resid_post", layers=None, positions: str = "las
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     writer = None
     if out is not None:
-        key = {"texts": texts_hash(texts), "model": model.fingerprint.get("shape_hash"), "chat": chat,
-               "batch_size": batch_size, "steered": steering is not None}
-        writer = ShardWriter(out, sites=names, positions=positions, n_texts=len(texts), key=key,
-                             meta={"model": model.name})
+        writer = ShardWriter(out, sites=names, positions=positions, n_texts=len(texts), overwrite=overwrite,
+                             key=resume_key(model, texts, chat, batch_size, recipes), meta={"model": model.name},
+                             total=len(batches))
     done = writer.done if writer else set()
     collected: dict[str, list] = {name: [] for name in names}
     rows_seen: list[int] = []

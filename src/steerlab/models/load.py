@@ -7,12 +7,17 @@ about two seconds instead of de-quantising again.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import re
 import shutil
+import socket
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -48,9 +53,104 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError):
         raise SteerlabError(f"device={device!r} is not a valid torch device (try 'cpu', 'cuda' or 'auto')") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SteerlabError(f"device={device!r} but this torch sees no CUDA GPU; use 'cpu' or 'auto'")
+        if dev.index is not None and dev.index >= count:
+            raise SteerlabError(f"device={device!r} but this machine has {count} CUDA GPU(s) (cuda:0-{count - 1})")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise SteerlabError(f"device={device!r} but MPS is not available here; use 'cpu' or 'auto'")
+    return dev
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers within ``timeout`` seconds (False when ``HF_HUB_OFFLINE`` is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or \
+            os.environ.get("TRANSFORMERS_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)  # name resolution can hang past the socket timeout
+    worker.start()
+    worker.join(timeout)
+    return bool(result and result[0])
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether a hub model's config is already in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except (ImportError, ValueError, OSError):  # an id the hub library rejects is simply not cached
+        return False
+
+
+def check_source(name_or_path: object) -> str:
+    """Check a model name before anything loads; returns its kind: alias, gguf, folder or hub.
+
+    A missing file or folder, a name that cannot be a hub id, or a hub id with no cached copy while
+    the hub cannot be reached each raise one ``SteerlabError`` line at once (no minute of retries).
+    """
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise SteerlabError(f"model={name_or_path!r}: load() needs a model name ('smollm2'), a model folder, "
+                            "a .gguf file or a hub id")
+    if name_or_path in ALIASES:
+        return "alias"
+    path = Path(name_or_path).expanduser()
+    if name_or_path.endswith(".gguf"):
+        if not path.is_file():
+            raise SteerlabError(f"model={name_or_path!r}: no GGUF file there")
+        return "gguf"
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise SteerlabError(f"model={name_or_path!r} is not a model folder (no config.json)")
+        return "folder"
+    if not _HUB_ID.fullmatch(name_or_path) or name_or_path.startswith((".", "~")):
+        raise SteerlabError(f"model={name_or_path!r}: no such file or folder, and not a hub id (owner/name)")
+    if not hub_cached(name_or_path) and not hub_reachable():
+        raise SteerlabError(f"cannot load model={name_or_path!r}: not a local file or folder, and the hub cannot be reached "
+                            "(offline) with no cached copy; use 'smollm2', a folder with config.json or a .gguf file")
+    return "hub"
+
+
+def weights_fingerprint(hf_model: Any, per_tensor: int = 64) -> str:
+    """A cheap fingerprint of a model's weights, dtype and device kind (what decides its numbers).
+
+    Hashes ``per_tensor`` evenly spaced values of every parameter and buffer (bitwise, so
+    deterministic) with their names, dtypes and shapes, plus the device kind: a fine-tune, a
+    different precision or a move from CPU to GPU each give another fingerprint. It samples, so two
+    models that differ only in unsampled values share one; it is a guard against mistakes, not a
+    cryptographic hash.
+    """
+    h = hashlib.sha256()
+    device_kind = "cpu"
+    with torch.no_grad():
+        for name, t in hf_model.state_dict().items():
+            device_kind = t.device.type
+            flat = t.detach().reshape(-1)
+            if flat.numel() > per_tensor:
+                step = flat.numel() // per_tensor
+                flat = flat[::step][:per_tensor]
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+            h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    h.update(device_kind.encode())
+    return h.hexdigest()[:16]
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -131,10 +231,11 @@ def load(name_or_path: str = "smollm2", dtype: str | torch.dtype | None = None,
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not isinstance(name_or_path, str) or not name_or_path.strip():
-        raise SteerlabError(f"load() needs a model name, folder or .gguf path, got {name_or_path!r}")
+    kind = check_source(name_or_path)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    if kind == "hub" and hub_cached(name_or_path) and not hub_reachable():
+        from_pretrained_kwargs.setdefault("local_files_only", True)  # offline: the cache, without retries
     display = name
     source = name_or_path
     if name_or_path in ALIASES:
@@ -156,7 +257,8 @@ def load(name_or_path: str = "smollm2", dtype: str | torch.dtype | None = None,
         display = display or name_or_path
     try:
         with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(
+                source, local_files_only=bool(from_pretrained_kwargs.get("local_files_only", False)))
             hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dt, **from_pretrained_kwargs)
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE") or "offline" in str(err).lower() or "connect" in str(err).lower()

@@ -84,7 +84,7 @@ class Model:
     def capture(self, texts: Texts, sites: SiteSpec = "resid_post", layers: LayerSpec = None,
                 positions: str = "last", chat: bool = False, batch_size: int = 16,
                 out: str | os.PathLike[str] | None = None, steering: SteeringSpec = None,
-                progress: bool | None = None) -> Activations | DiskActivations:
+                progress: bool | None = None, overwrite: bool = False) -> Activations | DiskActivations:
         """Capture activations at ``sites`` over ``texts``.
 
         ``sites`` is a kind (``"resid_post"``, expanded over ``layers``, default all) or full names
@@ -92,9 +92,12 @@ class Model:
         non-pad token) or ``"mean"`` give ``[n_texts, ...]`` per site; ``"all"`` a list of
         ``[n_tokens_i, ...]``. Texts are used as given (``chat=True`` applies the chat template).
         With ``out=folder`` the result is streamed to sharded safetensors (resumable) and read back
-        memory-mapped. ``steering`` applies a recipe (or one per text) while capturing.
+        memory-mapped; rerun after a crash it resumes, and a folder holding a different capture
+        (other texts, weights, dtype, device kind or settings) is refused unless ``overwrite=True``.
+        ``steering`` applies a recipe (or one per text) while capturing.
         """
-        return _capture.capture(self, texts, sites, layers, positions, chat, batch_size, out, steering, progress)
+        return _capture.capture(self, texts, sites, layers, positions, chat, batch_size, out, steering, progress,
+                                overwrite)
 
     def generate(self, prompts: Texts, steering: SteeringSpec = None, max_new_tokens: int = 64,
                  do_sample: bool = False, chat: bool | None = None, seed: int | None = None,
@@ -136,5 +139,8 @@ def _fingerprint(model: Model) -> dict:
     h = hashlib.sha256(model.hf_model.config.model_type.encode())
     for name, param in model.hf_model.state_dict().items():
         h.update(f"{name}:{tuple(param.shape)};".encode())
+    baked = getattr(model.hf_model.config, "steerlab", None)
+    source = baked.get("source") if isinstance(baked, dict) else None
     return {"name": model.name, "family": model.family, "n_layers": model.n_layers, "d_model": model.d_model,
-            "shape_hash": h.hexdigest()[:16]}
+            "shape_hash": h.hexdigest()[:16],
+            "baked_from": source.get("shape_hash") if isinstance(source, dict) else None}
