@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 import steerlab as sl
 from steerlab.cli import common
-from steerlab.errors import ShapeError
 from steerlab.cli.refusal import register
+from steerlab.errors import ShapeError
 from steerlab.recipes import RefusalSelectionWarning, filter_candidates, post_instruction
 from tiny import byte_tokenizer, tiny_model
 
@@ -198,7 +198,7 @@ def test_nothing_passing_warns_and_is_recorded(tiny_llama, tokenizer, tmp_path):
 
 def test_training_filter_keeps_sides_by_score(tiny_llama, tokenizer):
     score = _score(tokenizer)
-    harmful, harmless, info = sl.recipes.keep_by_score(tiny_llama, HARMFUL, HARMLESS, score, least=1)
+    harmful, _, info = sl.recipes.keep_by_score(tiny_llama, HARMFUL, HARMLESS, score, least=1)
     values = score(tiny_llama.logits(HARMFUL, chat=True))
     want = [t for t, v in zip(HARMFUL, values.tolist()) if v > 0] or HARMFUL
     assert harmful == want and info["harmful"]["given"] == 4

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -121,7 +123,7 @@ def refusal_eval(
         result.samples.to_csv(out.with_suffix(".samples.csv"), index=False)
 
 
-COMMANDS = {"refusal-direction": refusal_direction, "refusal-eval": refusal_eval}
+COMMANDS: dict[str, Callable[..., Any]] = {"refusal-direction": refusal_direction, "refusal-eval": refusal_eval}
 
 
 def register(app: typer.Typer) -> None:

@@ -119,7 +119,7 @@ def capture_pairs(model: Model, pairs: Sides, layers: Layers = None, site: str =
     texts = positive + negative
     acts = model.capture(texts, sites=site, layers=layer_list, positions=positions, chat=chat,
                          batch_size=batch_size, progress=progress)
-    values = [acts[f"layers.{layer}.{site}"] for layer in layer_list]
+    values = [torch.as_tensor(acts[f"layers.{layer}.{site}"]) for layer in layer_list]
     stacked = torch.stack([v.mean(1) if isinstance(positions, list) else v for v in values], dim=1)
     stacked = stacked.reshape(*stacked.shape[:2], -1)
     n = len(positive)

@@ -15,8 +15,10 @@ import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
+import torch
 
 from ..data import load, neutral_prompts, prompts
 from ..errors import DataError
@@ -24,6 +26,7 @@ from ..interventions import Steering
 from ..models import Model
 from ..progress import bar
 from ..recipes.ablation import directional_ablation
+from ..recipes.base import Vectors
 from ..recipes.refusal import refusal_addition
 from ..recipes.scores import REFUSAL_STARTS, LogitScore, refusal_logit_score
 from .behaviour import REFUSAL_SUBSTRINGS, is_refusal
@@ -80,7 +83,7 @@ def refusal_starts(model: Model, harmful: Sequence[str], max_new_tokens: int = 2
     replies = _generate(model, list(harmful), [None] * len(harmful), max_new_tokens, batch_size, progress)
     firsts = Counter(tokens[0] for text, tokens in replies if tokens and is_refusal(text))
     total = sum(firsts.values())
-    rows = [{"token": model.tokenizer.decode([i]), "id": int(i), "count": c, "share": c / total}
+    rows: list[dict[str, Any]] = [{"token": model.tokenizer.decode([i]), "id": int(i), "count": c, "share": c / total}
             for i, c in firsts.most_common()] if total else []
     table = pd.DataFrame(rows, columns=["token", "id", "count", "share"])
     ids = [int(r["id"]) for r in rows if r["share"] >= min_share]
@@ -104,9 +107,9 @@ def _generate(model: Model, texts: list[str], recipes: list[Steering | None], ma
     return out
 
 
-def refusal_recipes(direction: object, layer: int, coeffs: Sequence[float] = (1.0,)) -> dict[str, Steering | None]:
+def refusal_recipes(direction: Vectors, layer: int, coeffs: Sequence[float] = (1.0,)) -> dict[str, Steering | None]:
     """``{"base": None, "ablated": directional ablation of r̂, "added x{c}": r added at layer's input}``."""
-    vector = direction[layer] if hasattr(direction, "layers") else direction
+    vector = direction if isinstance(direction, torch.Tensor) else direction[layer]
     out: dict[str, Steering | None] = {"base": None, "ablated": directional_ablation(vector)}
     for c in coeffs:
         out[f"added x{c:g}"] = refusal_addition(vector, layer, float(c))

@@ -84,7 +84,7 @@ def candidate_directions(model: Model, harmful: Sequence[str], harmless: Sequenc
     layer_list = normalize_layers(list(layers) if layers is not None else None, model.n_layers)
     acts = model.capture(list(harmful) + list(harmless), sites="resid_pre", layers=layer_list, positions=wanted,
                          chat=True, batch_size=batch_size, progress=progress)
-    stacked = torch.stack([acts[f"layers.{layer}.resid_pre"] for layer in layer_list], 2)  # [n, k, L, d]
+    stacked = torch.stack([torch.as_tensor(acts[f"layers.{layer}.resid_pre"]) for layer in layer_list], 2)  # [n,k,L,d]
     n, k, n_layers, d = stacked.shape
     flat = stacked.reshape(n, k * n_layers, d)
     vectors = mean_diff_from(flat[:len(harmful)], flat[len(harmful):]).reshape(k, n_layers, d)
@@ -114,7 +114,7 @@ def score_candidates(model: Model, candidates: Candidates, harmful_val: Sequence
     for i, position in enumerate(candidates.positions):
         for j, layer in enumerate(candidates.layers):
             norm = float(candidates.vectors[i, j].norm())
-            row = {"position": position, "token": candidates.tokens[i] if candidates.tokens else "",
+            row: dict[str, Any] = {"position": position, "token": candidates.tokens[i] if candidates.tokens else "",
                    "layer": layer, "bypass": float("nan"), "induce": float("nan"), "kl": float("nan"), "norm": norm}
             rows.append(row)
             if layer < cutoff and norm > 1e-6 * largest:   # e.g. layer 0 at template tokens: the same embedding
