@@ -97,7 +97,8 @@ def relaxed_message(table: pd.DataFrame, relaxed: list[str], n_layers: int, max_
                      for _, row in shallow.head(show).iterrows())
     names = " and ".join(rules[r].replace("kl_max", f"{kl_max:g}") for r in relaxed)
     return (f"no candidate direction passes the refusal-direction rules: none has {names} (of {len(shallow)} "
-            f"scored candidates above the depth limit), so that rule was relaxed; best by bypass: {best}")
+            f"scored candidates above the depth limit), so {'that rule was' if len(relaxed) == 1 else 'those rules were'} "
+            f"relaxed; best by bypass: {best}")
 
 
 def choose_candidate(table: pd.DataFrame, n_layers: int, max_layer_frac: float = 0.8,
