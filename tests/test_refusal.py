@@ -271,3 +271,25 @@ def test_cli_direction_then_eval(tmp_path, monkeypatch):
     assert not used & set(pd.read_csv(tmp_path / "e.samples.csv")["prompt"])
     bad = runner.invoke(app, ["refusal-eval", "--direction", str(out), "--coeffs", "a"])
     assert bad.exit_code == 2 and "--coeffs" in bad.output
+
+
+def test_docs_python_block_runs(monkeypatch):
+    """docs/refusal.md's Python block, on a tiny model with small splits and short replies."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "refusal.md").read_text()
+    block = re.search(r"## From Python\s+```python\n(.*?)```", text, re.DOTALL).group(1)
+    model = tiny_model("llama")
+    monkeypatch.setattr(sl, "load", lambda *a, **k: model)
+    real_prompts, real_eval = sl.evaluate.refusal_prompts, sl.evaluate.refusal_eval
+    monkeypatch.setattr(sl.evaluate, "refusal_prompts", lambda **k: real_prompts(4, 2, 2, k.get("seed", 0)))
+    monkeypatch.setattr(sl.evaluate, "refusal_eval", lambda *a, **k: real_eval(*a, **{**k, "max_new_tokens": 2}))
+    monkeypatch.setattr(sl.evaluate, "refusal_starts",
+                        lambda m, prompts: sl.evaluate.RefusalStarts(_score(m.tokenizer), pd.DataFrame(), 0, 0, True))
+    scope: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RefusalSelectionWarning)
+        exec(compile(block, "docs/refusal.md", "exec"), scope)  # noqa: S102 -- running the docs is the test
+    assert scope["result"].table["recipe"].tolist() == ["base", "ablated", "added x1", "added x3"]
+    assert scope["sel"].direction.layers == [scope["sel"].layer]
