@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import torch
@@ -11,6 +11,8 @@ from ..errors import SiteError, SteerlabError
 from ..sites import Site, parse_site
 
 POSITIONS = ("last", "mean", "all")
+#: a capture's positions: a mode of ``POSITIONS``, one token index, or a list of them (negatives from the end)
+CapturePositions: TypeAlias = str | int | Sequence[int]
 #: one site's values: ``[n_texts, ...]`` (positions "last"/"mean") or one ``[n_tokens_i, ...]`` per text ("all")
 SiteValue: TypeAlias = torch.Tensor | list[torch.Tensor]
 
@@ -23,11 +25,10 @@ class Activations:
     ``[n_texts, n_layers, d]`` over the captured layers.
     """
 
-    def __init__(self, data: Mapping[str, SiteValue], positions: str, meta: dict[str, Any] | None = None):
-        if positions not in POSITIONS:
-            raise SteerlabError(f"positions={positions!r} is not allowed; use one of {', '.join(POSITIONS)}")
+    def __init__(self, data: Mapping[str, SiteValue], positions: CapturePositions,
+                 meta: dict[str, Any] | None = None):
         self.data: Mapping[str, SiteValue] = data
-        self.positions = positions
+        self.positions = check_positions(positions)
         self.meta: dict[str, Any] = dict(meta or {})
 
     @property
@@ -79,6 +80,24 @@ class Activations:
 
     def __repr__(self) -> str:
         return f"Activations({len(self)} texts, positions={self.positions!r}, sites={len(self.data)})"
+
+
+def check_positions(positions: object) -> str | int | list[int]:
+    """``positions`` in its JSON-friendly form: a mode name, an int, or a non-empty list of ints.
+
+    Explicit indices count from each text's first token (``0``) or back from its end (``-1`` is the
+    last token), as interventions' positions do.
+    """
+    if isinstance(positions, str):
+        if positions in POSITIONS:
+            return positions
+    elif isinstance(positions, int) and not isinstance(positions, bool):
+        return int(positions)
+    elif isinstance(positions, (list, tuple, range)) and len(positions) > 0 and all(
+            isinstance(p, int) and not isinstance(p, bool) for p in positions):
+        return [int(p) for p in positions]
+    raise SteerlabError(f"positions={positions!r} is not allowed; use one of {', '.join(POSITIONS)}, a token index "
+                        "(negative from the end, e.g. -4) or a non-empty list of them")
 
 
 def _name(site: object) -> str:

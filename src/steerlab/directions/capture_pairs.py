@@ -9,14 +9,17 @@ math can run on activations captured elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import torch
 
+from ..activations.memory import check_positions as check_capture_positions
 from ..data.contrastive import ContrastiveSet
 from ..errors import DataError, ShapeError, SiteError, SteerlabError
+from ..io import short_hash
 from ..sites import LAYER_KINDS, normalize_layers
 
 if TYPE_CHECKING:
@@ -25,8 +28,13 @@ if TYPE_CHECKING:
 
 #: Site kinds a direction can be found at: one flat vector per token (heads are [n_heads, d_head]).
 DIRECTION_SITES = tuple(k for k in LAYER_KINDS if k != "attn.heads")
-#: How a text's tokens are reduced to one vector: the last token, or the mean over tokens.
+#: How a text's tokens are reduced to one vector: the last token, or the mean over tokens (or explicit
+#: token indices: one, or the mean over several).
 DIRECTION_POSITIONS = ("last", "mean")
+#: Where a direction is read: ``"last"``, ``"mean"``, a token index (negative from the end) or a list of them.
+DirectionPositions: TypeAlias = str | int | Sequence[int]
+#: Paired texts (a ContrastiveSet), or two lists of texts of any sizes ``(positive, negative)``.
+Sides: TypeAlias = "ContrastiveSet | tuple[Sequence[str], Sequence[str]]"
 
 
 @dataclass
@@ -42,7 +50,7 @@ class PairActivations:
     negative: torch.Tensor
     layers: list[int] | None = None
     site: str = "resid_post"
-    positions: str = "last"
+    positions: str | int | list[int] = "last"
     chat: bool = False
     model: dict[str, Any] | None = None
     dataset: dict[str, Any] | None = None
@@ -94,30 +102,49 @@ class PairActivations:
                                self.chat, self.model, self.dataset, self.n_layers, dict(self.meta))
 
 
-def capture_pairs(model: Model, pairs: ContrastiveSet, layers: Layers = None, site: str = "resid_post",
-                  positions: str = "last",
+def capture_pairs(model: Model, pairs: Sides, layers: Layers = None, site: str = "resid_post",
+                  positions: DirectionPositions = "last",
                   chat: bool = False, batch_size: int = 16, progress: bool | None = None) -> PairActivations:
-    """Capture ``pairs.positive`` and ``pairs.negative`` at ``site`` over ``layers`` in one pass.
+    """Capture the positive and negative texts at ``site`` over ``layers`` in one pass.
 
-    ``positions``: ``"last"`` (the last token of each text) or ``"mean"`` (mean over its tokens).
-    Texts are used as given unless ``chat=True``.
+    ``pairs``: a ContrastiveSet, or ``(positive_texts, negative_texts)`` of any sizes (mean
+    differences and probes accept unequal sides; PCA needs pairs). ``positions``: ``"last"`` (the
+    last token of each text), ``"mean"`` (mean over its tokens), a token index (``-4``: the 4th
+    from the end) or a list of indices (their mean). Texts are used as given unless ``chat=True``.
     """
-    check_pairs(pairs)
+    positive, negative, described = sides_of(pairs)
     check_site(site)
-    check_positions(positions)
+    positions = check_positions(positions)
     layer_list = normalize_layers(layers, model.n_layers)
-    texts = list(pairs.positive) + list(pairs.negative)
+    texts = positive + negative
     acts = model.capture(texts, sites=site, layers=layer_list, positions=positions, chat=chat,
                          batch_size=batch_size, progress=progress)
-    stacked = torch.stack([acts.tensor(f"layers.{layer}.{site}") for layer in layer_list], dim=1)
+    values = [acts.tensor(f"layers.{layer}.{site}") for layer in layer_list]
+    stacked = torch.stack([v.mean(1) if isinstance(positions, list) else v for v in values], dim=1)
     stacked = stacked.reshape(*stacked.shape[:2], -1)
-    n = len(pairs)
+    n = len(positive)
     return PairActivations(stacked[:n], stacked[n:], layer_list, site, positions, chat, dict(model.fingerprint),
-                           pairs.describe(), model.n_layers)
+                           described, model.n_layers)
 
 
-def resolve(model: Model | None, pairs: ContrastiveSet | None, layers: Layers, site: str, positions: str, chat: bool,
-            batch_size: int, acts: PairActivations | None) -> PairActivations:
+def sides_of(pairs: object) -> tuple[list[str], list[str], dict[str, Any]]:
+    """``(positive texts, negative texts, description)`` of a ContrastiveSet or a ``(positive, negative)`` tuple."""
+    if isinstance(pairs, tuple) and len(pairs) == 2 and not isinstance(pairs, ContrastiveSet):
+        sides = []
+        for what, texts in zip(("positive", "negative"), pairs):
+            if isinstance(texts, str) or not all(isinstance(t, str) and t.strip() for t in texts) or not texts:
+                raise DataError(f"pairs=(positive, negative): the {what} side must be a non-empty list of "
+                                "non-empty strings")
+            sides.append(list(texts))
+        digest = short_hash([t.encode() + b"\0" for t in sides[0]] + [b"\1"] + [t.encode() + b"\0" for t in sides[1]])
+        return sides[0], sides[1], {"name": "custom", "positive": len(sides[0]), "negative": len(sides[1]),
+                                    "hash": digest}
+    checked = check_pairs(pairs)
+    return list(checked.positive), list(checked.negative), checked.describe()
+
+
+def resolve(model: Model | None, pairs: Sides | None, layers: Layers, site: str, positions: DirectionPositions,
+            chat: bool, batch_size: int, acts: PairActivations | None) -> PairActivations:
     """Capture (or reuse ``acts``, checking it matches the request) for the method wrappers."""
     if acts is None:
         if model is None or pairs is None:
@@ -127,11 +154,11 @@ def resolve(model: Model | None, pairs: ContrastiveSet | None, layers: Layers, s
         raise SteerlabError(f"acts must be PairActivations (from capture_pairs), got {type(acts).__name__}")
     if site != acts.site:
         raise SteerlabError(f"site={site!r} but acts were captured at {acts.site!r}; pass site={acts.site!r}")
-    if positions != acts.positions:
+    if check_positions(positions) != check_positions(acts.positions):
         raise SteerlabError(f"positions={positions!r} but acts were captured with positions={acts.positions!r}")
     if model is not None and acts.model and acts.model.get("shape_hash") != model.fingerprint.get("shape_hash"):
         raise ShapeError(f"acts were captured on {acts.model.get('name')!r}, not on {model.name!r}")
-    if pairs is not None and acts.dataset and acts.dataset.get("hash") != check_pairs(pairs).hash:
+    if pairs is not None and acts.dataset and acts.dataset.get("hash") != sides_of(pairs)[2]["hash"]:
         raise DataError(f"acts were captured on data set {acts.dataset.get('name')!r}, not on these pairs")
     return acts.select(layers)
 
@@ -160,12 +187,13 @@ def check_site(site: object) -> str:
     return str(site)
 
 
-def check_positions(positions: object) -> str:
-    """Raise unless ``positions`` reduces each text to one vector (``"last"`` or ``"mean"``)."""
-    if positions not in DIRECTION_POSITIONS:
+def check_positions(positions: object) -> str | int | list[int]:
+    """Raise unless ``positions`` reduces each text to one vector: ``"last"``, ``"mean"``, a token
+    index or a list of indices (averaged)."""
+    if positions == "all":
         raise SteerlabError(f"positions={positions!r} is not allowed for directions; use one of "
-                            f"{', '.join(DIRECTION_POSITIONS)}")
-    return str(positions)
+                            f"{', '.join(DIRECTION_POSITIONS)}, a token index (e.g. -4) or a list of them")
+    return check_capture_positions(positions)
 
 
 def _as_3d(x: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..data.contrastive import ContrastiveSet
 from ..errors import SteerlabError
-from .capture_pairs import PairActivations, provenance, resolve
+from .capture_pairs import DirectionPositions, PairActivations, Sides, provenance, resolve
 from .direction import Direction
 from .estimators import mean_diff_from, pca_from, probe_from
 from .probe import as_probe
@@ -24,19 +23,21 @@ if TYPE_CHECKING:
     from ..models.model import Model
 
 
-def mean_diff(model: Model | None, pairs: ContrastiveSet | None, layers: Layers = None, positions: str = "last", site: str = "resid_post",
+def mean_diff(model: Model | None, pairs: Sides | None, layers: Layers = None, positions: DirectionPositions = "last", site: str = "resid_post",
               chat: bool = False, batch_size: int = 16, acts: PairActivations | None = None) -> Direction:
     """Per layer, ``mean(positive activations) - mean(negative activations)`` (raw, float64 sums).
 
-    The difference-of-means / CAA vector. ``layers``: None or ``"all"``, an int or a list
-    (negatives count from the end). ``positions``: ``"last"`` token or ``"mean"`` over tokens.
+    The difference-of-means / CAA vector. ``pairs``: a ContrastiveSet, or ``(positive_texts,
+    negative_texts)`` of any sizes (the mean of each side). ``layers``: None or ``"all"``, an int or
+    a list (negatives count from the end). ``positions``: ``"last"`` token, ``"mean"`` over tokens,
+    a token index (``-4``: 4th from each text's end, as interventions count) or a list (their mean).
     """
     acts = resolve(model, pairs, layers, site, positions, chat, batch_size, acts)
     vectors = mean_diff_from(acts.positive, acts.negative)
     return Direction(vectors.float(), acts.held, meta=provenance("mean_diff", acts))
 
 
-def pca(model: Model | None, pairs: ContrastiveSet | None, layers: Layers = None, positions: str = "last", site: str = "resid_post",
+def pca(model: Model | None, pairs: Sides | None, layers: Layers = None, positions: DirectionPositions = "last", site: str = "resid_post",
         chat: bool = False, batch_size: int = 16, method: str = "pca_diff", center: bool = True,
         acts: PairActivations | None = None) -> Direction:
     """Per layer, the first principal component of the paired activations (repeng's reading vector).
@@ -53,7 +54,7 @@ def pca(model: Model | None, pairs: ContrastiveSet | None, layers: Layers = None
     return Direction(fit.vectors.float(), acts.held, meta=meta)
 
 
-def probe(model: Model | None, pairs: ContrastiveSet | None, layers: Layers = None, positions: str = "last", site: str = "resid_post",
+def probe(model: Model | None, pairs: Sides | None, layers: Layers = None, positions: DirectionPositions = "last", site: str = "resid_post",
           chat: bool = False, batch_size: int = 16, test: float = 0.25, seed: int = 0, C: float = 1.0,
           standardize: bool = True, acts: PairActivations | None = None) -> Direction:
     """Per layer, a logistic-regression probe (positive vs negative); its weight vector is the direction.

@@ -19,6 +19,7 @@ from .behaviour import (
 from .compare import DEFAULT_METHODS, UTILITIES, Comparison, compare
 from .forward import continuation_logprobs
 from .frontier import frontier, pareto_mask
+from .refusal import RefusalEval, RefusalStarts, refusal_eval, refusal_prompts, refusal_recipes, refusal_starts
 from .scorer import Generations, Scorer
 from .sweep import default_scorers, generate_grid, sweep
 from .task import Item, TaskAccuracy, answer_of, arithmetic_items, first_integer
@@ -26,9 +27,43 @@ from .tasks import Task, task_for
 from .utility import KL, Fluency, Perplexity, distinct_n, ngrams, repetition_rate
 
 __all__ = [
-    "DEFAULT_METHODS", "KL", "REFUSAL_SUBSTRINGS", "UTILITIES", "Comparison", "Fluency", "Generations", "Item",
-    "Length", "Perplexity", "ProbeScore", "RefusalScore", "RefusalSubstring", "Scorer", "Sentiment", "Task",
-    "TaskAccuracy", "answer_of", "arithmetic_items", "compare", "continuation_logprobs", "default_scorers",
-    "distinct_n", "first_integer", "frontier", "generate_grid", "is_refusal", "ngrams", "pareto_mask",
-    "repetition_rate", "sweep", "task_for", "vader_compound",
+                        "DEFAULT_METHODS",
+                        "KL",
+                        "REFUSAL_SUBSTRINGS",
+                        "UTILITIES",
+                        "Comparison",
+                        "Fluency",
+                        "Generations",
+                        "Item",
+                        "Length",
+                        "Perplexity",
+                        "ProbeScore",
+                        "RefusalEval",
+                        "RefusalScore",
+                        "RefusalStarts",
+                        "RefusalSubstring",
+                        "Scorer",
+                        "Sentiment",
+                        "Task",
+                        "TaskAccuracy",
+                        "answer_of",
+                        "arithmetic_items",
+                        "compare",
+                        "continuation_logprobs",
+                        "default_scorers",
+                        "distinct_n",
+                        "first_integer",
+                        "frontier",
+                        "generate_grid",
+                        "is_refusal",
+                        "ngrams",
+                        "pareto_mask",
+                        "refusal_eval",
+                        "refusal_prompts",
+                        "refusal_recipes",
+                        "refusal_starts",
+                        "repetition_rate",
+                        "sweep",
+                        "task_for",
+                        "vader_compound",
 ]

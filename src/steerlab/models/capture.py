@@ -11,7 +11,7 @@ import torch
 
 from .. import io
 from ..activations import Activations, ShardWriter, texts_hash
-from ..activations.memory import POSITIONS
+from ..activations.memory import check_positions
 from ..errors import SteerlabError
 from ..interventions.positions import StepContext
 from ..progress import bar
@@ -21,14 +21,28 @@ from .hooks import StopForward
 from .tokens import Batch, check_texts, encode, pad, pad_id
 
 
-def _reader(name: str, store: dict, batch: Batch, positions: str):
+def _token_index(batch: Batch, positions: int | list[int]) -> torch.Tensor:
+    """Padded index ``[B]`` (an int) or ``[B, k]`` (a list) of explicit positions in each row."""
+    wanted = torch.tensor([positions] if isinstance(positions, int) else positions, device=batch.end.device)
+    short = [p for p in wanted.tolist() if not -int(batch.lengths.min()) <= p < int(batch.lengths.min())]
+    if short:
+        raise SteerlabError(f"positions={positions!r}: index {short[0]} is outside a text of "
+                            f"{int(batch.lengths.min())} tokens; use indices every text has")
+    index = torch.where(wanted[None] >= 0, batch.start[:, None] + wanted[None], batch.end[:, None] + wanted[None])
+    return index[:, 0] if isinstance(positions, int) else index
+
+
+def _reader(name: str, store: dict, batch: Batch, positions: str | int | list[int]):
     """An op that records the site's value (after any steering at that site) and leaves it unchanged."""
 
     rows, last = torch.arange(len(batch.end), device=batch.end.device), batch.end - 1
+    index = None if isinstance(positions, str) else _token_index(batch, positions)
 
     def read(x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         value: torch.Tensor | list[torch.Tensor]
-        if positions == "last":
+        if index is not None:
+            value = x[rows[:, None], index] if index.dim() == 2 else x[rows, index]
+        elif positions == "last":
             value = x[rows, last]
         elif positions == "mean":
             mask = batch.attention_mask.to(x.dtype).view(*batch.attention_mask.shape, *([1] * (x.dim() - 2)))
@@ -59,13 +73,12 @@ def resume_key(model, texts: list[str], chat: bool, batch_size: int, recipes: li
             "steering": None if all(s is None for s in steering) else io.short_hash([str(steering).encode()])}
 
 
-def capture(model, texts, sites="resid_post", layers=None, positions: str = "last", chat: bool = False,
+def capture(model, texts, sites="resid_post", layers=None, positions="last", chat: bool = False,
             batch_size: int = 16, out=None, steering=None, progress: bool | None = None,
             overwrite: bool = False) -> Activations:
     """See ``Model.capture``."""
     texts = check_texts(texts)
-    if positions not in POSITIONS:
-        raise SteerlabError(f"positions={positions!r} is not allowed for capture; use one of {', '.join(POSITIONS)}")
+    positions = check_positions(positions)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise SteerlabError(f"batch_size must be a positive integer, got {batch_size!r}")
     bound = model.bound

@@ -82,7 +82,7 @@ class Model:
 
     # --- the three calls ----------------------------------------------------------------------
     def capture(self, texts: Texts, sites: SiteSpec = "resid_post", layers: LayerSpec = None,
-                positions: str = "last", chat: bool = False, batch_size: int = 16,
+                positions: str | int | Sequence[int] = "last", chat: bool = False, batch_size: int = 16,
                 out: str | os.PathLike[str] | None = None, steering: SteeringSpec = None,
                 progress: bool | None = None, overwrite: bool = False) -> Activations | DiskActivations:
         """Capture activations at ``sites`` over ``texts``.
@@ -90,7 +90,8 @@ class Model:
         ``sites`` is a kind (``"resid_post"``, expanded over ``layers``, default all) or full names
         (``"layers.12.resid_post"``), or a list of either. ``positions``: ``"last"`` (the last
         non-pad token) or ``"mean"`` give ``[n_texts, ...]`` per site; ``"all"`` a list of
-        ``[n_tokens_i, ...]``. Texts are used as given (``chat=True`` applies the chat template).
+        ``[n_tokens_i, ...]``; a token index (``-4``: the 4th token from each text's end, ``0`` the
+        first) gives ``[n_texts, ...]`` and a list of indices ``[n_texts, k, ...]``. Texts are used as given (``chat=True`` applies the chat template).
         With ``out=folder`` the result is streamed to sharded safetensors (resumable) and read back
         memory-mapped; rerun after a crash it resumes, and a folder holding a different capture
         (other texts, weights, dtype, device kind or settings) is refused unless ``overwrite=True``.

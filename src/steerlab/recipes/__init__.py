@@ -16,27 +16,48 @@ from .caa import activation_addition, caa
 from .cast import ConditionFit, cast, condition_fires, condition_scores, f1_grid, find_condition, search_condition_from
 from .context import FIT_SITES, FitContext, capture_sites
 from .plane import NORM_SITES, Plane, alignment_from, discriminative_layers, plane_from, steering_plane
-from .refusal import Selection, choose_candidate, refusal_addition, select_direction
+from .refusal import (
+                      RefusalSelectionWarning,
+                      Selection,
+                      choose_candidate,
+                      filter_candidates,
+                      refusal_addition,
+                      select_direction,
+)
+from .refusal_direction import (
+                                Candidates,
+                                RefusalSelection,
+                                candidate_directions,
+                                keep_by_score,
+                                score_candidates,
+                                select_refusal_direction,
+)
 from .registry import METHODS, MethodSpec, fit, method_names, spec
 from .repe import repe
 from .scores import LogitScore, contrast_score, refusal_logit_score, refusal_score, sentiment_logit_score, token_ids
 from .selective import selective
+from .template import PostInstruction, post_instruction, post_instruction_positions
 
 __all__ = [
                    "FIT_SITES",
                    "METHODS",
                    "NORM_SITES",
+                   "Candidates",
                    "ConditionFit",
                    "FitContext",
                    "Fitted",
                    "LogitScore",
                    "MethodSpec",
                    "Plane",
+                   "PostInstruction",
+                   "RefusalSelection",
+                   "RefusalSelectionWarning",
                    "Selection",
                    "activation_addition",
                    "alignment_from",
                    "angular",
                    "caa",
+                   "candidate_directions",
                    "capture_sites",
                    "cast",
                    "choose_candidate",
@@ -46,16 +67,22 @@ __all__ = [
                    "directional_ablation",
                    "discriminative_layers",
                    "f1_grid",
+                   "filter_candidates",
                    "find_condition",
                    "fit",
+                   "keep_by_score",
                    "method_names",
                    "plane_from",
+                   "post_instruction",
+                   "post_instruction_positions",
                    "refusal_addition",
                    "refusal_logit_score",
                    "refusal_score",
                    "repe",
+                   "score_candidates",
                    "search_condition_from",
                    "select_direction",
+                   "select_refusal_direction",
                    "selective",
                    "sentiment_logit_score",
                    "spec",

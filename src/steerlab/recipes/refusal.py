@@ -7,13 +7,17 @@ token). Each is scored on validation pairs the training direction never saw:
 - ``induce``: the mean score of the *negative* texts with ``r_l`` added at ``resid_pre`` of layer ``l``;
 - ``kl``: KL(clean ‖ ablated) of the negative texts' next-token distributions.
 
-Candidates at ``l >= 0.8 L``, with ``kl > 0.1`` or ``induce < 0`` are discarded and the lowest
-``bypass`` wins. When every candidate is discarded the KL rule, then the induce rule, is relaxed
-(recorded in ``Selection.relaxed``). The chosen ``r_l`` is then added at ``resid_pre`` of ``l``.
+Candidates at ``l >= int(0.8 L)`` are discarded; then, in the paper's order, those with ``kl > 0.1``
+and those with ``induce < 0``; the lowest ``bypass`` wins. A rule that no remaining candidate meets
+is relaxed, and only that rule (recorded in ``Selection.relaxed``, with a ``RefusalSelectionWarning``
+that shows the best few candidates). The chosen ``r_l`` is then added at ``resid_pre`` of ``l``.
+This module scores the last token's candidates; ``refusal_direction`` scores every post-instruction
+token of the chat template, as the paper does.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -49,31 +53,74 @@ def refusal_addition(direction: Vectors, layer: int, coeff: float = 1.0, positio
     return stamp(steering, "refusal_addition", direction, coeff=float(coeff), layers=[int(layer)], site="resid_pre")
 
 
+class RefusalSelectionWarning(UserWarning):
+    """No candidate direction met every rule of the selection, so some rule was relaxed."""
+
+
+#: The rules after the depth rule, in the paper's order: (column, what passing means).
+RULES = (("kl", "kl <= kl_max"), ("induce", "induce >= 0"))
+
+
+def filter_candidates(table: pd.DataFrame, n_layers: int, max_layer_frac: float = 0.8,
+                      kl_max: float = 0.1) -> tuple[pd.Series, list[str]]:
+    """Per-row eligibility under Arditi et al.'s rules, and the rules relaxed to leave any candidate.
+
+    Depth (``layer < int(max_layer_frac * n_layers)``) and finite scores are never relaxed. Then, in
+    order, KL and induce: a rule that no still-eligible candidate meets is dropped (and named in
+    the returned list); one that some candidate meets is kept.
+    """
+    if table.empty:
+        raise DataError("no candidate directions to choose from")
+    cutoff = int(n_layers * max_layer_frac)
+    eligible = (table["layer"] < cutoff) & table[["bypass", "induce", "kl"]].notna().all(axis=1)
+    if not eligible.any():
+        raise SteerlabError(f"every candidate is at or beyond layer {cutoff} ({max_layer_frac:.0%} of the "
+                            f"model's {n_layers} layers) or has no score; give candidates at earlier layers")
+    passes = {"kl": table["kl"] <= kl_max, "induce": table["induce"] >= 0}
+    relaxed: list[str] = []
+    for name, _ in RULES:
+        if (eligible & passes[name]).any():
+            eligible = eligible & passes[name]
+        else:
+            relaxed.append(name)
+    return eligible, relaxed
+
+
+def relaxed_message(table: pd.DataFrame, relaxed: list[str], n_layers: int, max_layer_frac: float = 0.8,
+                    kl_max: float = 0.1, show: int = 3) -> str:
+    """One loud line: which rules no candidate met, and the best few candidates with their scores."""
+    rules = dict(RULES)
+    scored = (table["layer"] < int(n_layers * max_layer_frac)) & table[["bypass", "induce", "kl"]].notna().all(axis=1)
+    shallow = table[scored].sort_values("bypass")
+    cols = [c for c in ("position", "layer", "bypass", "induce", "kl") if c in table]
+    best = "; ".join(", ".join(f"{c}={row[c]:.3g}" if isinstance(row[c], float) else f"{c}={row[c]}" for c in cols)
+                     for _, row in shallow.head(show).iterrows())
+    names = " and ".join(rules[r].replace("kl_max", f"{kl_max:g}") for r in relaxed)
+    return (f"no candidate direction passes the refusal-direction rules: none has {names} (of {len(shallow)} "
+            f"scored candidates above the depth limit), so {'that rule was' if len(relaxed) == 1 else 'those rules were'} "
+            f"relaxed; best by bypass: {best}")
+
+
 def choose_candidate(table: pd.DataFrame, n_layers: int, max_layer_frac: float = 0.8,
                      kl_max: float = 0.1) -> tuple[int, list[str], pd.Series]:
     """Apply the selection rule to a table with columns ``layer, bypass, induce, kl``.
 
-    Returns the chosen layer, the rules relaxed to find one (``"kl"``, ``"induce"``) and the
-    per-row eligibility under the rules finally used.
+    Returns the chosen layer, the rules relaxed to find one (``"kl"``, ``"induce"``; see
+    ``filter_candidates``) and the per-row eligibility under the rules finally used. Relaxing warns
+    (``RefusalSelectionWarning``) with the best few candidates.
     """
-    if table.empty:
-        raise DataError("no candidate directions to choose from")
-    shallow = table["layer"] < max_layer_frac * n_layers
-    if not shallow.any():
-        raise SteerlabError(f"every candidate is at or beyond {max_layer_frac:.0%} of the model's depth; "
-                            "give candidates at earlier layers")
-    rules = {"kl": table["kl"] <= kl_max, "induce": table["induce"] >= 0}
-    relaxed: list[str] = []
-    for drop in ([], ["kl"], ["kl", "induce"]):
-        eligible = shallow.copy()
-        for name, ok in rules.items():
-            if name not in drop:
-                eligible &= ok
-        if eligible.any():
-            relaxed = drop
-            break
-    best = table.loc[eligible, "bypass"].idxmin()
-    return int(table.loc[best, "layer"]), relaxed, eligible
+    row, relaxed, eligible = choose_row(table, n_layers, max_layer_frac, kl_max)
+    return int(table.loc[row, "layer"]), relaxed, eligible
+
+
+def choose_row(table: pd.DataFrame, n_layers: int, max_layer_frac: float = 0.8,
+               kl_max: float = 0.1) -> tuple[object, list[str], pd.Series]:
+    """Like ``choose_candidate`` but returns the chosen row's index label (for position x layer tables)."""
+    eligible, relaxed = filter_candidates(table, n_layers, max_layer_frac, kl_max)
+    if relaxed:
+        warnings.warn(RefusalSelectionWarning(relaxed_message(table, relaxed, n_layers, max_layer_frac, kl_max)),
+                      stacklevel=3)
+    return table.loc[eligible, "bypass"].idxmin(), relaxed, eligible
 
 
 def select_direction(model: Model, candidates: Direction, positive_val: list[str], negative_val: list[str],
@@ -88,7 +135,7 @@ def select_direction(model: Model, candidates: Direction, positive_val: list[str
     if not positive_val or not negative_val:
         raise DataError("select_direction needs validation texts on both sides")
     largest = max(float(candidates[layer].norm()) for layer in candidates.layers)
-    layers = [layer for layer in candidates.layers if layer < max_layer_frac * model.n_layers
+    layers = [layer for layer in candidates.layers if layer < int(max_layer_frac * model.n_layers)
               and float(candidates[layer].norm()) > 1e-6 * largest]   # e.g. resid_pre 0 when every text ends alike
     if not layers:
         raise SteerlabError(f"no candidate layer is below {max_layer_frac:.0%} of the depth ({model.n_layers} layers)")
