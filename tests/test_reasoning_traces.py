@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_model
 
 from steerlab.errors import SteerlabError
 from steerlab.models.tokens import encode
 from steerlab.reasoning import sample
+from tiny import tiny_model
 
 PROMPTS = ["The cat", "A much longer prompt here", "x"]
 

@@ -95,7 +95,7 @@ def evaluate(records: Sequence[Record], calibration: set[int], decode: Callable[
         raise ValueError("need questions in both the calibration and the test split")
     for r in records:
         r.scores = {name: _oriented(r, name) for name in SIGNALS}
-    lt_values = lambda rs: np.array([[r.signals[n] for n in LT_SIGNALS] for r in rs])  # noqa: E731
+    lt_values = lambda rs: np.array([[r.signals[n] for n in LT_SIGNALS] for r in rs])
     combined = fit_combined(lt_values(cal), np.array([r.correct for r in cal]), LT_SIGNALS,
                             [ORIENTATION[n] for n in LT_SIGNALS])
     probe = fit_probe(np.stack([r.features for r in cal]), [r.correct for r in cal], seed=seed)

@@ -4,7 +4,6 @@ sequential early selection (accept the first sample whose signal passes a calibr
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,6 +65,9 @@ def fit_combined(values: np.ndarray, correct: np.ndarray, names: Sequence[str], 
     values, correct = np.asarray(values, float), np.asarray(correct, float)
     keep = ~np.isnan(values).any(1)
     v, c = values[keep], correct[keep]
+    k = values.shape[1]
+    if len(v) < 2:  # too few samples with every signal (traces of one segment): equal weights, no scaling
+        return Combined(tuple(names), np.zeros(k), np.ones(k), np.full(k, 1.0 / k), np.asarray(signs, float))
     mean, std = v.mean(0), v.std(0)
     std = np.where(std > 0, std, 1.0)
     z = (v - mean) / std * np.asarray(signs, float)
