@@ -99,3 +99,18 @@ def test_cli_help_and_errors():
     assert result.exit_code == 0 and "steerlab audit --task" in result.output
     result = runner.invoke(app, ["audit", "--task", "nope", "--out", "x"])
     assert result.exit_code == 2 and "--task" in result.output
+
+
+def test_docs_block_runs(tiny, monkeypatch):
+    """docs/reasoning.md's code block runs as written (on a tiny model instead of the embedded one)."""
+    import re
+    from pathlib import Path
+
+    import steerlab as sl
+
+    text = (Path(__file__).parents[1] / "docs" / "reasoning.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.DOTALL).group(1)
+    monkeypatch.setattr(sl, "load", lambda *a, **k: tiny)
+    scope: dict = {}
+    exec(compile(block, "docs/reasoning.md", "exec"), scope)  # noqa: S102 -- running the docs is the test
+    assert len(scope["traces"]) == 4 and set(scope["scores"][0]) >= {"net_change", "lowest_group", "length"}
