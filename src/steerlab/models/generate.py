@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import SteerlabError
+from ..sites import Site
 from .forward import Decoding, Layout, recipes_for, steered
+from .hooks import SiteOp
 from .tokens import check_texts, encode, has_chat_template, pad, pad_id
 
 
@@ -63,13 +65,17 @@ def _compiling(enabled: bool):
 def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample: bool = False, chat=None,
              seed: int | None = None, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
              use_cache: bool = True, system: str | None = None, compile: bool = False,
-             **generate_kwargs) -> GenerationResult:
+             reads: dict[Site, list[SiteOp]] | None = None, **generate_kwargs) -> GenerationResult:
     """See ``Model.generate``.
 
     ``compile=True`` decodes with a static KV cache and a ``torch.compile``d forward pass
     (transformers' own compiled decoding, enabled on every device). The steering hooks stay eager
     (a graph break at each hooked module), so the compiled graph is built once per model and batch
     shape and reused by every later call whatever the recipe. The first call pays the compilation.
+
+    ``reads`` (site -> read ops, run after the recipe at that site in every forward pass) lets a
+    caller trace the generation in the same passes, e.g. with a ``stopping_criteria`` that sees each
+    new token.
     """
     prompts = check_texts(prompts, "prompts")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -104,7 +110,8 @@ def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample:
         if seed is not None:
             torch.manual_seed(seed)
         decoding: Decoding = "cached" if use_cache else "uncached"
-        with torch.inference_mode(), steered(model, recipes, layout, decoding, outside_compile=compile), \
+        with torch.inference_mode(), steered(model, recipes, layout, decoding, reads=reads,
+                                                          outside_compile=compile), \
                 _compiling(compile):
             out = model.hf_model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                           generation_config=config, **generate_kwargs)

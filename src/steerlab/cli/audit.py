@@ -1,0 +1,76 @@
+"""``steerlab audit``: sample N answers per reasoning question, trace them from inside while sampling, and
+measure how well latent and confidence signals pick the right one against majority vote."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from . import common
+from .common import DEVICE, DTYPE, MODEL, console, fail
+
+
+def audit(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for selection.csv, signals.csv, results.json, "
+                                                      "figures/ and report.html."),
+    task: str = typer.Option("basic_arithmetic", "--task", "-t",
+                             help="basic_arithmetic, chain_sum, simple_equations or letter_counting (reasoning-gym)."),
+    questions: int = typer.Option(40, help="Questions (30% calibrate thresholds and the probe, 70% are measured)."),
+    samples: int = typer.Option(8, help="Sampled answers per question (N)."),
+    max_new_tokens: int = typer.Option(128, help="Token limit of each sample."),
+    temperature: float = typer.Option(0.7, help="Sampling temperature."),
+    segment: int = typer.Option(16, help="Tokens per segment of the latent trajectory (the paper's 500 fits "
+                                         "traces of thousands of tokens)."),
+    window: int = typer.Option(16, help="Tokens per group of the confidence signals and of online stopping."),
+    keep: float = typer.Option(0.9, help="Share of calibration samples online stopping would keep."),
+    calibration: float = typer.Option(0.3, help="Share of questions used for calibration."),
+    batch: int = typer.Option(64, help="Rows per generate call (questions x samples)."),
+    seed: int = typer.Option(0, help="Seed of the questions, the split and the sampling."),
+    overwrite: bool = typer.Option(False, help="Replace an earlier audit in --out."),
+    model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+) -> None:
+    """Audit reasoning from latent states: best-of-N, sequential selection and online stopping vs majority vote.
+
+    Hidden states and top-k log-probabilities are captured in the sampling passes themselves.
+
+    Example:  steerlab audit --task basic_arithmetic --questions 40 --samples 8 --out audit/
+    """
+    from ..reasoning.audit import audit as run_audit
+    from ..reasoning.tasks import TASKS
+
+    if task not in TASKS:
+        fail(f"--task {task!r} is not known; use one of {', '.join(TASKS)}")
+    if min(samples, max_new_tokens, segment, window, batch) < 1:
+        fail("--samples, --max-new-tokens, --segment, --window and --batch must be at least 1")
+    if questions < 4:
+        fail(f"--questions {questions} must be at least 4")
+    if not 0 < calibration < 1 or not 0 < keep <= 1:
+        fail("--calibration must be in (0, 1) and --keep in (0, 1]")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {str(out)!r} exists and is not a folder")
+    started = time.perf_counter()
+    m = common.load_model(model, dtype, device)
+    results = run_audit(m, task, questions, samples, out, seed=seed, calibration=calibration, segment=segment,
+                        max_new_tokens=max_new_tokens, temperature=temperature, window=window, keep=keep,
+                        batch=batch, overwrite=overwrite)
+    view = Table(title=f"{task}: {results['test_questions']} held-out questions, N={samples}")
+    for col in ("selector", "accuracy", "95% CI", "tokens"):
+        view.add_column(col)
+    for row in results["selection"]:
+        view.add_row(row["selector"], f"{row['accuracy']:.3f}", f"{row['ci_low']:.2f}-{row['ci_high']:.2f}",
+                     f"{row['tokens']:.0f}")
+    console.print(view)
+    console.print(f"report -> {out / 'report.html'}  [dim]done in {time.perf_counter() - started:.0f} s[/]")
+
+
+COMMANDS: dict[str, Callable[..., Any]] = {"audit": audit}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``audit`` to ``app``."""
+    common.add_commands(app, COMMANDS)

@@ -1,0 +1,32 @@
+"""Audit reasoning from latent states: traces captured while sampling, latent-trajectory and confidence
+signals, selection among samples, sequential early selection and online early stopping.
+
+    traces = sl.reasoning.sample(model, ["Calculate 2 + 3."] * 8, segment=16)
+    sl.reasoning.signals(traces[0])       # net/cumulative/aligned change, confidences, length
+    sl.reasoning.audit(model, "basic_arithmetic", questions=40, samples=8, out="audit/")
+"""
+
+from .audit import audit, collect, tokens_saved
+from .evaluation import Record, auroc, evaluate, wilson
+from .probe import CorrectnessProbe, features, fit_probe
+from .selection import best_by, calibrate_threshold, fit_combined, majority, sequential, shortest, weighted_vote
+from .signals import (
+    ORIENTATION,
+    SIGNALS,
+    confidence_signals,
+    group_confidence,
+    lt_per_layer,
+    signals,
+    token_confidence,
+)
+from .stopping import calibrate, confidence_stopper, stop_at
+from .tasks import TASKS, Task, extract, load_task
+from .traces import SEGMENT, TOP_K, Trace, Tracer, sample
+
+__all__ = [
+    "ORIENTATION", "SEGMENT", "SIGNALS", "TASKS", "TOP_K", "CorrectnessProbe", "Record", "Task", "Trace", "Tracer",
+    "audit", "auroc", "best_by", "calibrate", "calibrate_threshold", "collect", "confidence_signals",
+    "confidence_stopper", "evaluate", "extract", "features", "fit_combined", "fit_probe", "group_confidence",
+    "load_task", "lt_per_layer", "majority", "sample", "sequential", "shortest", "signals", "stop_at",
+    "token_confidence", "tokens_saved", "weighted_vote", "wilson",
+]
