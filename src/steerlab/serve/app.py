@@ -161,11 +161,11 @@ def create_app(engine: Engine, registry: Registry, limits: Limits | None = None,
     async def _complete(request: Request, chat: bool) -> Response:
         req = parse(await _body(request), chat, engine, registry, limits)
         seeds = [req.seed + i if req.seed is not None else secrets.randbits(62) for i in range(req.n)]
-        jobs = [Job(req.prompt_ids, req.steering, req.max_tokens, req.temperature, req.top_p, s, req.reads)
-                for s in seeds]
+        jobs = [Job(req.prompt_ids, req.steering, req.max_tokens, req.temperature, req.top_p, s, req.reads,
+                    req.ignore_eos) for s in seeds]
         if req.compare:
-            jobs += [Job(req.prompt_ids, None, req.max_tokens, req.temperature, req.top_p, s, req.reads)
-                     for s in seeds]
+            jobs += [Job(req.prompt_ids, None, req.max_tokens, req.temperature, req.top_p, s, req.reads,
+                         req.ignore_eos) for s in seeds]
         try:
             for job in jobs[:1]:
                 engine.check(job)

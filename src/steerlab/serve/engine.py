@@ -59,7 +59,8 @@ class ReadOut:
 class Job:
     """One completion to generate: prompt token ids, a recipe (or None), sampling, read-outs by name.
 
-    ``temperature`` 0 is greedy; ``seed`` makes sampling repeatable (None: a random seed).
+    ``temperature`` 0 is greedy; ``seed`` makes sampling repeatable (None: a random seed);
+    ``ignore_eos`` decodes all ``max_tokens`` (benchmarks).
     """
 
     prompt_ids: list[int]
@@ -69,6 +70,7 @@ class Job:
     top_p: float = 1.0
     seed: int | None = None
     reads: tuple[str, ...] = ()
+    ignore_eos: bool = False
 
 
 @dataclass
@@ -333,7 +335,7 @@ class TransformersEngine:
         for i, (r, t) in enumerate(zip(rows, chosen.tolist())):
             if r.finished:
                 continue
-            if t in self.eos:
+            if t in self.eos and not r.job.ignore_eos:
                 r.finished = True
                 r.stream.push(Finished("stop"))
                 continue

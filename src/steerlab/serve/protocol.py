@@ -7,7 +7,7 @@ are checked here too, so nothing that passes can overload the engine.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SteerlabError
@@ -64,7 +64,7 @@ class Request:
     compare: bool
     reads: tuple[str, ...]
     model: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    ignore_eos: bool = False
 
 
 def _number(body: dict, name: str, default: float, low: float, high: float, low_open: bool = False) -> float:
@@ -172,6 +172,9 @@ def parse(body: Any, chat: bool, engine: Engine, registry: Registry, limits: Lim
     compare = body.get("compare", False)
     if not isinstance(compare, bool):
         raise ApiError(400, f"compare must be true or false, got {compare!r}", "compare")
+    ignore_eos = body.get("ignore_eos", False)
+    if not isinstance(ignore_eos, bool):
+        raise ApiError(400, f"ignore_eos must be true or false, got {ignore_eos!r}", "ignore_eos")
     reads = body.get("read", [])
     if isinstance(reads, str):
         reads = [reads]
@@ -190,4 +193,4 @@ def parse(body: Any, chat: bool, engine: Engine, registry: Registry, limits: Lim
         raise ApiError(400, f"the prompt has {len(ids)} tokens; this server allows {limits.max_prompt_tokens} "
                        "(--max-prompt-tokens)", "messages" if chat else "prompt", "context_length_exceeded")
     return Request(chat, ids, max_tokens, temperature, top_p, seed, stops, n, stream, include_usage, steering,
-                   compare, tuple(dict.fromkeys(reads)), engine.name)
+                   compare, tuple(dict.fromkeys(reads)), engine.name, ignore_eos)
