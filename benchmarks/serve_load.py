@@ -80,7 +80,7 @@ def load(url: str, model: str, clients: int, requests: int, tokens: int, steered
     lat = sorted(latencies)
 
     def pct(p: float) -> float:
-        return lat[min(len(lat) - 1, int(round(p * (len(lat) - 1))))] if lat else float("nan")
+        return lat[min(len(lat) - 1, round(p * (len(lat) - 1)))] if lat else float("nan")
 
     return {"clients": clients, "load": "mixed" if steered else "unsteered", "requests": requests,
             "completed": len(lat), "errors": len(errors), "error_samples": errors[:3], "wall_s": wall,

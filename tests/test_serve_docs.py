@@ -11,9 +11,9 @@ import torch
 pytest.importorskip("fastapi")
 pytest.importorskip("openai")
 
-import steerlab as sl  # noqa: E402
-from steerlab.serve import Limits, Registry, start  # noqa: E402
-from tiny import tiny_model  # noqa: E402
+import steerlab as sl
+from steerlab.serve import Limits, Registry, start
+from tiny import tiny_model
 
 DOC = Path(__file__).parents[1] / "docs" / "serve.md"
 

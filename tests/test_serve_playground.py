@@ -10,9 +10,9 @@ import torch
 pytest.importorskip("fastapi")
 webdriver = pytest.importorskip("selenium.webdriver")
 
-import steerlab as sl  # noqa: E402
-from steerlab.serve import Registry, start  # noqa: E402
-from tiny import tiny_model  # noqa: E402
+import steerlab as sl
+from steerlab.serve import Registry, start
+from tiny import tiny_model
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

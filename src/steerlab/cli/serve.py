@@ -69,7 +69,7 @@ def serve(
         fail(f"--port {port} must be between 1 and 65535")
     recipes, directions = named_paths(recipe, "--recipe"), named_paths(direction, "--direction")
     m = common.load_model(model, dtype, device)
-    registry = Registry.from_files(m, recipes, directions)
+    registry = Registry.from_files(m, dict(recipes), dict(directions))
     limits = Limits(max_body_bytes=max_body_bytes, max_tokens=max_tokens, default_max_tokens=min(128, max_tokens),
                     max_prompt_tokens=max_prompt_tokens, max_n=max_n, max_batch=max_batch, max_queue=max_queue)
     if host not in ("127.0.0.1", "localhost", "::1"):

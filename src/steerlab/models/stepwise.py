@@ -31,6 +31,8 @@ from .hooks import SiteOp
 from .tokens import pad, pad_id
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .model import Model
 
 
@@ -89,7 +91,7 @@ class DecodeBatch:
         """Remove the hooks; the cache and the conditional flags are kept for ``merge``/``select``."""
         self._stack.close()
 
-    def __enter__(self) -> DecodeBatch:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,6 +20,8 @@ from .protocol import ApiError, Limits
 from .registry import Registry, recipe_json, tensor_b64
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from ..models.model import Model
 
 
@@ -58,7 +60,7 @@ class Server:
         self._thread.join(timeout=30)
         self.engine.close()
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -23,9 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import SteerlabError
 from .engine import Engine, Finished, Job, QueueFull, Stream, Token
-from .protocol import ApiError, Limits
+from .protocol import ApiError, Limits, parse
 from .protocol import Request as Parsed
-from .protocol import parse
 from .registry import Registry, recipe_json
 
 STATIC = ("index.html", "playground.js", "playground.css")
@@ -58,8 +57,7 @@ class Choice:
                 return delta, {k: [v] for k, v in token.reads.items()}
         hold = max((len(s) - 1 for s in self.stop), default=0)
         ready = full[: len(full) - hold] if hold else full
-        if ready.endswith("\ufffd"):  # a character split across tokens: wait for the rest
-            ready = ready[:-1]
+        ready = ready.removesuffix("\ufffd")  # a character split across tokens: wait for the rest
         delta = ready[len(self.text):] if len(ready) > len(self.text) else ""
         self.text += delta
         return delta, {k: [v] for k, v in token.reads.items()}
@@ -307,4 +305,4 @@ def create_app(engine: Engine, registry: Registry, limits: Limits | None = None,
 
 
 def _static(name: str) -> bytes:
-    return resources.files("steerlab.serve").joinpath("static", name).read_bytes()
+    return (resources.files("steerlab.serve") / "static" / name).read_bytes()

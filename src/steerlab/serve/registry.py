@@ -11,6 +11,7 @@ import base64
 import binascii
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,8 +96,8 @@ class Registry:
             self.add_direction(name, direction, self.sources.get(name, "python"))
 
     @classmethod
-    def from_files(cls, model: Model, recipes: dict[str, str | os.PathLike[str]] | None = None,
-                   directions: dict[str, str | os.PathLike[str]] | None = None) -> Registry:
+    def from_files(cls, model: Model, recipes: Mapping[str, str | os.PathLike[str]] | None = None,
+                   directions: Mapping[str, str | os.PathLike[str]] | None = None) -> Registry:
         """Load ``name -> path`` recipes and directions (each checked against ``model``)."""
         reg = cls(model)
         for name, path in (recipes or {}).items():
@@ -169,16 +170,13 @@ class Registry:
                        f"got {type(entry).__name__}")
         unknown = set(entry) - {"recipe", "scale", "inline"}
         if unknown:
-            raise _bad(f"steering entry has unknown key {sorted(unknown)[0]!r}; allowed: recipe, scale, inline")
+            raise _bad(f"steering entry has unknown key {min(unknown)!r}; allowed: recipe, scale, inline")
         if ("recipe" in entry) == ("inline" in entry):
             raise _bad("a steering entry needs exactly one of 'recipe' (a registered name) and 'inline' (a recipe)")
         scale = entry.get("scale", 1.0)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
             raise _bad(f"steering scale={scale!r} must be a finite number")
-        if "recipe" in entry:
-            items = self._named(entry["recipe"])
-        else:
-            items = self._inline(entry["inline"])
+        items = list(self._named(entry["recipe"])) if "recipe" in entry else self._inline(entry["inline"])
         return [_scaled(i, float(scale)) for i in items] if scale != 1.0 else list(items)
 
     def _named(self, name: Any) -> Steering:
