@@ -444,3 +444,17 @@ def test_embedded_model_end_to_end(smollm):
     assert e["unsteered"]["tokens"] == smollm.generate(["Describe rain."], max_new_tokens=12).tokens[0]
     steered, plain = e["reads"]["joy"], e["unsteered"]["reads"]["joy"]
     assert sum(steered) / len(steered) > sum(plain) / len(plain)
+
+
+def test_cli_help_and_bad_flags():
+    from typer.testing import CliRunner
+
+    from steerlab.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0 and "Example:" in result.output and "steerlab serve --recipe" in result.output
+    bad = runner.invoke(app, ["serve", "--recipe", "no-equals-sign"])
+    assert bad.exit_code == 2 and "NAME=PATH" in bad.output
+    bad = runner.invoke(app, ["serve", "--engine", "tgi"])
+    assert bad.exit_code == 2 and "transformers or vllm" in bad.output

@@ -186,6 +186,9 @@ class TransformersEngine:
         self._latest: dict[str, torch.Tensor] = {}
         self._counts = {"steps": 0, "admissions": 0, "tokens": 0, "rows_max": 0}
         self._live = 0
+        #: events of this loop iteration, sent once the batch is settled (a finished batch has
+        #: removed its hooks before its clients hear that it finished)
+        self._outbox: list[tuple[Stream, Event]] = []
         self._thread = threading.Thread(target=self._loop, name="steerlab-engine", daemon=True)
         self._thread.start()
 
@@ -250,12 +253,21 @@ class TransformersEngine:
         return read
 
     # --- the loop ---------------------------------------------------------------------------------
+    def _send(self, stream: Stream, event: Event) -> None:
+        self._outbox.append((stream, event))
+
+    def _flush(self) -> None:
+        for stream, event in self._outbox:
+            stream.push(event)
+        self._outbox.clear()
+
     def _loop(self) -> None:
         batch: DecodeBatch | None = None
         rows: list[_Row] = []
         tokens = torch.zeros(0, dtype=torch.long)
         try:
             while True:
+                self._flush()
                 with self._cond:
                     while not self._stop and not self._pending and not rows:
                         self._cond.wait(timeout=1.0)
@@ -267,7 +279,7 @@ class TransformersEngine:
                 for r in rows:
                     if r.stream.cancelled and not r.finished:
                         r.finished = True
-                        r.stream.push(Finished("cancelled"))
+                        self._send(r.stream, Finished("cancelled"))
                 if batch is not None and len(keep) < len(rows):
                     batch.close()
                     if keep:
@@ -289,12 +301,17 @@ class TransformersEngine:
                     for r in rows:
                         if not r.finished:
                             r.finished = True
-                            r.stream.push(Finished("error", f"{type(exc).__name__}: {exc}"))
+                            self._send(r.stream, Finished("error", f"{type(exc).__name__}: {exc}"))
                     batch.close()
                     batch, rows, tokens = None, [], tokens[:0]
                     continue
                 self._counts["steps"] += 1
                 tokens = self._emit(rows, logits)
+                if all(r.finished for r in rows):
+                    batch.close()
+                    batch, rows, tokens = None, [], tokens[:0]
+                    self._live = 0
+                self._flush()
         finally:
             if batch is not None:
                 batch.close()
@@ -303,7 +320,8 @@ class TransformersEngine:
                 self._pending.clear()
             for r in leftovers:
                 if not r.finished:
-                    r.stream.push(Finished("cancelled"))
+                    self._send(r.stream, Finished("cancelled"))
+            self._flush()
 
     def _admit(self, batch: DecodeBatch | None, rows: list[_Row], tokens: torch.Tensor,
                new: list[_Row]) -> tuple[DecodeBatch | None, list[_Row], torch.Tensor]:
@@ -317,7 +335,7 @@ class TransformersEngine:
         except Exception as exc:  # noqa: BLE001 -- the new jobs fail, the running ones go on
             for r in new:
                 r.finished = True
-                r.stream.push(Finished("error", f"{type(exc).__name__}: {exc}"))
+                self._send(r.stream, Finished("error", f"{type(exc).__name__}: {exc}"))
             if batch is not None:
                 batch = batch.select(list(range(batch.batch)), self._reads_for(rows))
             return batch, rows, tokens
@@ -337,14 +355,14 @@ class TransformersEngine:
                 continue
             if t in self.eos and not r.job.ignore_eos:
                 r.finished = True
-                r.stream.push(Finished("stop"))
+                self._send(r.stream, Finished("stop"))
                 continue
             r.count += 1
             self._counts["tokens"] += 1
-            r.stream.push(Token(t, {name: float(reads[name][i]) for name in r.job.reads if name in reads}))
+            self._send(r.stream, Token(t, {name: float(reads[name][i]) for name in r.job.reads if name in reads}))
             if r.count >= r.job.max_tokens:
                 r.finished = True
-                r.stream.push(Finished("length"))
+                self._send(r.stream, Finished("length"))
         return chosen.cpu()
 
     @staticmethod
