@@ -46,6 +46,30 @@ def _to_cpu(value):
     return value.detach().to("cpu", torch.float32)
 
 
+def plan_batches(ids: list[list[int]], batch_size: int) -> list[list[int]]:
+    """The rows of each batch: texts sorted longest first, cut into ``batch_size`` pieces (little padding)."""
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def store_key(model, texts: list[str], chat: bool, batch_size: int, steered: bool) -> dict:
+    """What a resumed capture must share with the one that started the store."""
+    return {"texts": texts_hash(texts), "model": model.fingerprint.get("shape_hash"), "chat": chat,
+            "batch_size": batch_size, "steered": steered}
+
+
+def shard_tensors(values: dict, positions: str) -> dict[str, torch.Tensor]:
+    """One batch's values as the tensors of its shard (ragged ``"all"`` values concatenated, with lengths)."""
+    tensors = {}
+    for name, value in values.items():
+        if positions == "all":
+            tensors[name] = torch.cat(value)
+            tensors[f"{name}.__lengths__"] = torch.tensor([len(v) for v in value])
+        else:
+            tensors[name] = value
+    return tensors
+
+
 def capture(model, texts, sites="resid_post", layers=None, positions: str = "last", chat: bool = False,
             batch_size: int = 16, out=None, steering=None, progress: bool | None = None) -> Activations:
     """See ``Model.capture``."""
@@ -61,13 +85,11 @@ def capture(model, texts, sites="resid_post", layers=None, positions: str = "las
     deepest = max(site_list, key=lambda s: s.depth(bound.n_layers))
     stop_after = None if deepest.kind == "logits" else deepest
     ids = encode(model.tokenizer, texts, chat)
-    order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = plan_batches(ids, batch_size)
     writer = None
     if out is not None:
-        key = {"texts": texts_hash(texts), "model": model.fingerprint.get("shape_hash"), "chat": chat,
-               "batch_size": batch_size, "steered": steering is not None}
-        writer = ShardWriter(out, sites=names, positions=positions, n_texts=len(texts), key=key,
+        writer = ShardWriter(out, sites=names, positions=positions, n_texts=len(texts),
+                             key=store_key(model, texts, chat, batch_size, steering is not None),
                              meta={"model": model.name})
     done = writer.done if writer else set()
     collected: dict[str, list] = {name: [] for name in names}
@@ -90,14 +112,7 @@ def capture(model, texts, sites="resid_post", layers=None, positions: str = "las
                     pass
             values = {name: _to_cpu(store[name]) for name in names}
             if writer is not None:
-                tensors = {}
-                for name, value in values.items():
-                    if positions == "all":
-                        tensors[name] = torch.cat(value)
-                        tensors[f"{name}.__lengths__"] = torch.tensor([len(v) for v in value])
-                    else:
-                        tensors[name] = value
-                writer.write(number, rows, tensors)
+                writer.write(number, rows, shard_tensors(values, positions))
             else:
                 for name, value in values.items():
                     collected[name].append(value)
