@@ -96,8 +96,16 @@ class StepContext:
 
     @property
     def is_prefill(self) -> bool:
-        """Whether this forward pass holds prompt tokens (the first pass of a generation)."""
+        """Whether this forward pass holds prompt tokens (the first pass of a generation) for some row."""
+        if self.row_offset is not None:
+            return bool((self.row_offset == 0).any())
         return self.offset == 0
+
+    def prefilling(self) -> torch.Tensor:
+        """``[B]`` bool: the rows whose prompt starts in this pass (all or none when rows share ``offset``)."""
+        if self.row_offset is not None:
+            return self.row_offset == 0
+        return torch.full((self.batch,), self.offset == 0, dtype=torch.bool, device=self.device)
 
     def real(self) -> torch.Tensor:
         """``[B, T]``: True on prompt tokens and generated tokens, False on padding."""

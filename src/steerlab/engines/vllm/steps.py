@@ -90,7 +90,12 @@ class Steerer:
             self.plan = self._build(recipes) if any(r is not None for r in recipes) else {}
             self.plan_key = key
         state: dict = {}
-        flag_rows = [i for i, r in enumerate(recipes) if r is not None and r.interventions and _conditional(r)]
+        flag_rows = [i for i, r in enumerate(recipes) if r is not None and _conditional(r)]
+        if flag_rows:
+            partial = (fb.first_pos == 0) & (fb.lengths < fb.prompt_len)
+            if bool(partial[flag_rows].any()):
+                raise SteerlabError("a conditional recipe needs its whole prompt in one pass; run vLLM with "
+                                    "max_num_batched_tokens >= max_model_len (no chunked prefill of such prompts)")
         for flag_key in {k for i in flag_rows for k in self.flags.get(rids[i], {})}:
             values = [bool(self.flags.get(rid, {}).get(flag_key, False)) for rid in rids]
             state[flag_key] = torch.tensor(values, device=device)
