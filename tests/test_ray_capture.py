@@ -7,8 +7,8 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from steerlab.activations.store import DiskActivations  # noqa: E402
-from steerlab.engines.ray import capture as ray_capture  # noqa: E402
+from steerlab.activations.store import DiskActivations
+from steerlab.engines.ray import capture as ray_capture
 
 TEXTS = ["Hello there.", "The cat sat on the mat and looked around the room.", "Why?", "Tell me a story",
          "One two three four five six", "A", "Paris is the capital of France.", "ok then", "What is 2+2?"]

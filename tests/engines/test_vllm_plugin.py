@@ -10,9 +10,9 @@ import torch
 
 vllm = pytest.importorskip("vllm")
 
-import steerlab as sl  # noqa: E402
-from steerlab.engines import wire  # noqa: E402
-from steerlab.engines.vllm import cache_salt, fetch_reads, sampling_args  # noqa: E402
+import steerlab as sl
+from steerlab.engines import wire
+from steerlab.engines.vllm import cache_salt, fetch_reads, sampling_args
 
 PROMPTS = ["The weather today is", "My favourite food is", "Once upon a time, in a small village,",
            "The capital of France", "I think that robots", "Here is a list of fruits:"]
@@ -157,3 +157,18 @@ def test_vllm_xargs_form_is_accepted(llm, model):
     text = json.dumps(sampling_args(steer)["steerlab"])
     out = llm.generate(PROMPTS[:1], _sp({"steerlab": text}), use_tqdm=False)
     assert _tokens(out[0], model) == _reference(model, PROMPTS[:1], steer)[0]
+
+
+def test_scale_doc_example_runs(llm, monkeypatch):
+    """docs/scale.md's vLLM example runs as written (on this session's engine)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "scale.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.DOTALL).group(1)
+    monkeypatch.setattr(vllm, "LLM", lambda *a, **k: llm)
+    scope: dict = {}
+    exec(compile(block, "docs/scale.md", "exec"), scope)  # noqa: S102 -- running the doc is the test
+    outs, reads = scope["outs"], scope["reads"]
+    assert outs[0].outputs[0].text != outs[1].outputs[0].text
+    assert len(reads["scores"]["v"]) > 0 and len(reads["means"]["6"]["prompt"]) == 576

@@ -24,7 +24,7 @@ def _stream(hidden: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor
     return hidden if residual is None else hidden + residual
 
 
-def install(model: nn.Module, steerer: Steerer, begin: Callable[[torch.Tensor], None]) -> list[Any]:
+def install(model: nn.Module, steerer: Steerer, begin: Callable[[torch.Tensor | None], None]) -> list[Any]:
     """Attach the hooks to ``model`` (vLLM's ``...ForCausalLM``, layers ``start_layer:end_layer`` of its
     stack on this pipeline stage); ``begin(positions)`` runs before each pass. Returns the handles. ``SteerlabError`` for a model whose layers are not of the supported shape."""
     inner = getattr(model, "model", None)

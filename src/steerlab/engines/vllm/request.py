@@ -128,7 +128,7 @@ def _reads(doc: Any) -> Reads:
 
 
 def sampling_args(steering: Steering | str | Sequence[Steering | str] | None = None,
-                  probes: Mapping[str, tuple[int, Any]] | None = None,
+                  probes: Mapping[str, tuple[Any, ...]] | None = None,
                   means: Sequence[int] | None = None) -> dict[str, Any]:
     """``extra_args`` for a ``SamplingParams`` asking the plugin to steer and/or read.
 
@@ -139,19 +139,21 @@ def sampling_args(steering: Steering | str | Sequence[Steering | str] | None = N
     """
     spec: dict[str, Any] = {}
     if steering is not None:
-        items = list(steering) if isinstance(steering, (list, tuple)) else [steering]
-        spec["steering"] = [s if isinstance(s, str) else wire.to_json(s) for s in items]
+        items: list[Steering | str] = (list(steering) if isinstance(steering, (list, tuple))
+                                       else [steering])  # type: ignore[list-item]
         for s in items:
             if isinstance(s, Steering):
                 check_supported(s)
+        spec["steering"] = [s if isinstance(s, str) else wire.to_json(s) for s in items]
         if len(spec["steering"]) == 1:
             spec["steering"] = spec["steering"][0]
     if probes or means:
         read: dict[str, Any] = {"id": uuid.uuid4().hex, "probes": {}, "means": [int(x) for x in means or []]}
         for name, p in (probes or {}).items():
-            layer, vector, *bias = p
+            layer, vector = p[0], p[1]
+            bias = float(p[2]) if len(p) > 2 else 0.0
             read["probes"][name] = {"layer": int(layer), "vector": wire.encode_tensor(torch.as_tensor(vector)),
-                                    "bias": float(bias[0]) if bias else 0.0}
+                                    "bias": bias}
         spec["read"] = read
     return {KEY: spec}
 
