@@ -11,9 +11,9 @@ import torch
 pytest.importorskip("vllm")
 serve_engine = pytest.importorskip("steerlab.serve.engine")
 
-import steerlab as sl  # noqa: E402
-from steerlab.engines.vllm.engine import VLLMEngine  # noqa: E402
-from steerlab.sites import Site  # noqa: E402
+import steerlab as sl
+from steerlab.engines.vllm.engine import VLLMEngine
+from steerlab.sites import Site
 
 
 def test_vllm_engine_streams_steered_tokens_and_reads(llm):
