@@ -25,7 +25,10 @@ def test_vllm_engine_streams_steered_tokens_and_reads(llm):
     async def run():
         streams = engine.submit([serve_engine.Job(ids, None, 5, 0.0),
                                  serve_engine.Job(ids, steer, 5, 0.0, reads=("v",))])
-        return [[e async for e in s] for s in streams]
+        out = []
+        for s in streams:
+            out.append([e async for e in s])
+        return out
 
     plain, steered = asyncio.run(run())
     engine.close()
