@@ -63,6 +63,7 @@ def main() -> None:
                 t = time.perf_counter()
                 llm.generate(rows, sp, use_tqdm=False)
                 results.setdefault((batch, name), []).append(batch * args.new / (time.perf_counter() - t))
+                print(f"batch {batch} {name}: {results[(batch, name)][-1]:.1f} tok/s", flush=True)
         if args.transformers:
             model = sl.load("smollm2")
             for _ in range(args.repeats):
@@ -70,7 +71,7 @@ def main() -> None:
                 out = model.generate(rows, steering=one, max_new_tokens=args.new, chat=False)
                 results.setdefault((batch, "transformers_add_one_layer"), []).append(
                     sum(len(x) for x in out.tokens) / (time.perf_counter() - t))
-    print(f"threads={args.threads} new_tokens={args.new} repeats={args.repeats}")
+    print(f"\nthreads={args.threads} new_tokens={args.new} repeats={args.repeats}")
     for batch in args.batches:
         plain = results[(batch, "unsteered")]
         for name in list(configs)[1:] + (["transformers_add_one_layer"] if args.transformers else []):
