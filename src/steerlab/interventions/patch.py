@@ -77,7 +77,7 @@ class Patch(Intervention):
             pos = p["pos"][:, 0]  # [B|1, P]
             start, end = ctx.start[:, None], ctx.prompt_end[:, None]
             column = torch.where(pos >= 0, start + pos, end + pos)  # [B, P]
-            match = ctx.index[None, :, None] == column[:, None, :]  # [B, T, P]
+            match = ctx.columns()[:, :, None] == column[:, None, :]  # [B, T, P]
             hit = match.any(-1)
             which = match.to(torch.int8).argmax(-1)  # [B, T]
             source = torch.gather(value.expand(x.shape[0], -1, -1), 1, which[..., None].expand(-1, -1, x.shape[-1]))

@@ -57,7 +57,9 @@ class StepContext:
     """What interventions need to know about the tokens of one forward pass.
 
     ``state`` lives for the whole call (e.g. a conditional's per-row flag during generation);
-    ``memo`` lives for this forward pass only (masks shared by every layer).
+    ``memo`` lives for this forward pass only (masks shared by every layer). ``row_offset`` (``[B]``,
+    optional) is for engines whose rows sit at different depths in one pass (vLLM's continuous
+    batching): row ``b``'s column ``t`` is then token ``row_offset[b] + t``, instead of ``offset + t``.
     """
 
     batch: int
@@ -67,6 +69,7 @@ class StepContext:
     prompt_end: torch.Tensor
     state: dict = field(default_factory=dict)
     memo: dict = field(default_factory=dict)
+    row_offset: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -82,16 +85,33 @@ class StepContext:
             self.state["arange"] = arange
         return arange[self.offset : end]
 
+    def columns(self) -> torch.Tensor:
+        """Padded index of each column, ``[1, T]`` (every row at ``offset``) or ``[B, T]`` (per-row offsets)."""
+        if self.row_offset is None:
+            return self.index[None, :]
+        key = ("columns",)
+        if key not in self.memo:
+            self.memo[key] = self.row_offset[:, None] + torch.arange(self.width, device=self.device)[None, :]
+        return self.memo[key]
+
     @property
     def is_prefill(self) -> bool:
-        """Whether this forward pass holds prompt tokens (the first pass of a generation)."""
+        """Whether this forward pass holds prompt tokens (the first pass of a generation) for some row."""
+        if self.row_offset is not None:
+            return bool((self.row_offset == 0).any())
         return self.offset == 0
+
+    def prefilling(self) -> torch.Tensor:
+        """``[B]`` bool: the rows whose prompt starts in this pass (all or none when rows share ``offset``)."""
+        if self.row_offset is not None:
+            return self.row_offset == 0
+        return torch.full((self.batch,), self.offset == 0, dtype=torch.bool, device=self.device)
 
     def real(self) -> torch.Tensor:
         """``[B, T]``: True on prompt tokens and generated tokens, False on padding."""
         key = ("real",)
         if key not in self.memo:
-            idx = self.index[None, :]
+            idx = self.columns()
             right_pad = idx >= self.prompt_end[:, None]
             generated = right_pad if self.state.get("generating") else torch.zeros_like(right_pad)
             self.memo[key] = (idx >= self.start[:, None]) & ((idx < self.prompt_end[:, None]) | generated)
@@ -104,7 +124,7 @@ class StepContext:
         key = ("mask", spec)
         if key in self.memo:
             return self.memo[key]
-        idx = self.index[None, :]
+        idx = self.columns()
         start, end = self.start[:, None], self.prompt_end[:, None]
         if spec == "prompt":
             mask = (idx >= start) & (idx < end)
@@ -155,4 +175,6 @@ class StepContext:
         """The context of the last ``n`` columns (for outputs computed on the last tokens only)."""
         if n == self.width:
             return self
-        return StepContext(self.batch, n, self.offset + self.width - n, self.start, self.prompt_end, self.state)
+        row_offset = None if self.row_offset is None else self.row_offset + (self.width - n)
+        return StepContext(self.batch, n, self.offset + self.width - n, self.start, self.prompt_end, self.state,
+                           row_offset=row_offset)

@@ -61,11 +61,30 @@ def _to_cpu(value):
     return value.detach().to("cpu", torch.float32)
 
 
+def plan_batches(ids: list[list[int]], batch_size: int) -> list[list[int]]:
+    """The rows of each batch: texts sorted longest first, cut into ``batch_size`` pieces (little padding)."""
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def shard_tensors(values: dict, positions: str) -> dict[str, torch.Tensor]:
+    """One batch's values as the tensors of its shard (ragged ``"all"`` values concatenated, with lengths)."""
+    tensors = {}
+    for name, value in values.items():
+        if positions == "all":
+            tensors[name] = torch.cat(value)
+            tensors[f"{name}.__lengths__"] = torch.tensor([len(v) for v in value])
+        else:
+            tensors[name] = value
+    return tensors
+
+
 def resume_key(model, texts: list[str], chat: bool, batch_size: int, recipes: list) -> dict:
     """What a streamed capture must share with the run it resumes: everything that changes the numbers."""
     from .load import weights_fingerprint
 
-    steering = [r.digest() if r is not None else None for r in recipes]
+    digests = {id(r): r.digest() for r in recipes if r is not None}  # a shared recipe is hashed once
+    steering = [digests[id(r)] if r is not None else None for r in recipes]
     return {"texts": texts_hash(texts), "model": model.fingerprint.get("shape_hash"),
             "weights": weights_fingerprint(model.hf_model), "dtype": str(model.dtype), "device": model.device.type,
             "attention": getattr(model.hf_model.config, "_attn_implementation", None), "chat": chat,
@@ -88,8 +107,7 @@ def capture(model, texts, sites="resid_post", layers=None, positions="last", cha
     deepest = max(site_list, key=lambda s: s.depth(bound.n_layers))
     stop_after = None if deepest.kind == "logits" else deepest
     ids = encode(model.tokenizer, texts, chat)
-    order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = plan_batches(ids, batch_size)
     writer = None
     if out is not None:
         writer = ShardWriter(out, sites=names, positions=positions, n_texts=len(texts), overwrite=overwrite,
@@ -116,14 +134,7 @@ def capture(model, texts, sites="resid_post", layers=None, positions="last", cha
                     pass
             values = {name: _to_cpu(store[name]) for name in names}
             if writer is not None:
-                tensors = {}
-                for name, value in values.items():
-                    if positions == "all":
-                        tensors[name] = torch.cat(value)
-                        tensors[f"{name}.__lengths__"] = torch.tensor([len(v) for v in value])
-                    else:
-                        tensors[name] = value
-                writer.write(number, rows, tensors)
+                writer.write(number, rows, shard_tensors(values, positions))
             else:
                 for name, value in values.items():
                     collected[name].append(value)
