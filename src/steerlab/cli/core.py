@@ -213,7 +213,8 @@ def extract(
     """
     import steerlab as sl
 
-    methods = {"mean_diff": sl.directions.mean_diff, "pca": sl.directions.pca, "probe": sl.directions.probe}
+    methods: dict[str, Callable[..., sl.Direction]] = {
+        "mean_diff": sl.directions.mean_diff, "pca": sl.directions.pca, "probe": sl.directions.probe}
     if method not in methods:
         fail(f"--method {method!r} is not one of {', '.join(methods)}")
     if positions not in ("last", "mean"):
