@@ -430,7 +430,8 @@ def test_registry_refuses_bad_registrations(model, direction):
 def test_embedded_model_end_to_end(smollm):
     """The embedded model through the server: a sentiment direction as a recipe equals model.generate, and
     the read-out of the same direction is higher on the steered completion."""
-    pairs = sl.data.load("sentiment")
+    full = sl.data.load("sentiment")
+    pairs = sl.data.ContrastiveSet(positive=full.positive[:16], negative=full.negative[:16])
     d = sl.directions.mean_diff(smollm, pairs, layers=[10, 12])
     steer = sl.Steering([sl.Add(d, alpha=4.0, layers=[10])])
     with start(smollm, Registry(smollm, recipes={"happy": steer}, directions={"joy": d})) as srv:
