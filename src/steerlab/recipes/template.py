@@ -47,7 +47,7 @@ def post_instruction(tokenizer: PreTrainedTokenizerBase, system: str | None = No
         raise SteerlabError("the chat template puts no token after the user's instruction, so there are no "
                             "post-instruction positions; give positions explicitly (e.g. positions=[-1])")
     ids = [int(i) for i in first[len(first) - n:]]
-    return PostInstruction(ids, [tokenizer.decode([i]) for i in ids])
+    return PostInstruction(ids, [str(tokenizer.decode([i])) for i in ids])
 
 
 def post_instruction_positions(tokenizer: PreTrainedTokenizerBase, system: str | None = None) -> list[int]:
