@@ -313,7 +313,9 @@ def test_recommend_layers_errors():
 # --- errors ------------------------------------------------------------------------------------
 def test_bad_input_errors(tiny_llama):
     with pytest.raises(DataError, match="ContrastiveSet"):
-        mean_diff(tiny_llama, (["a"], ["b"]))
+        mean_diff(tiny_llama, ["a", "b"])  # a (positive, negative) tuple is fine; a flat list is not
+    with pytest.raises(DataError, match="negative side"):
+        mean_diff(tiny_llama, (["a"], []))
     with pytest.raises(DataError, match="empty"):
         ContrastiveSet([], [])
     with pytest.raises(SiteError, match="layer 5 is out of range"):
