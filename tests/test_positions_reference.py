@@ -186,3 +186,11 @@ def test_generate_refuses_arguments_that_change_rows(tiny_llama):
 def test_compiled_decoding_positions_equal_the_reference(tiny_llama, spec="generated"):
     """``compile=True``: static cache and a compiled forward; the tracker runs outside the graph."""
     _check(tiny_llama, PROMPTS, 1, _vec(tiny_llama, 3.0), spec, compile=True)
+
+
+def test_tracker_resumes_from_an_existing_cache():
+    tracker = Tracker(_layout(), "cached")
+    tracker.resume(7)
+    assert tracker.begin(2, 1, torch.ones(2, 8), None).offset == 7
+    with pytest.raises(SteerlabError, match="resume"):
+        tracker.resume(3)

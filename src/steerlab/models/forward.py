@@ -74,6 +74,13 @@ class Tracker:
         self.passes = 0
         self.state: dict = {"generating": layout.generating}
 
+    def resume(self, cached: int) -> None:
+        """Continue a cached decoding whose KV cache already holds ``cached`` tokens per row (a batch
+        rebuilt mid-generation, e.g. when a server admits or drops rows)."""
+        if self.decoding != "cached" or self.passes:
+            raise SteerlabError("resume() is for a cached-decoding call before its first pass")
+        self.seen, self.passes = int(cached), 1 if cached else 0
+
     def begin(self, batch: int, width: int, attention_mask: object = None,
               position_ids: object = None) -> StepContext:
         if batch != self.layout.batch:

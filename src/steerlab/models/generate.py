@@ -38,7 +38,8 @@ UNSUPPORTED = frozenset({"num_beams", "num_return_sequences", "assistant_model",
                          "generation_config", "past_key_values"})
 
 
-def _eos_ids(model) -> set[int]:
+def eos_ids(model) -> set[int]:
+    """The model's end-of-sequence ids (its generation config's, else the tokenizer's)."""
     ids = model.hf_model.generation_config.eos_token_id
     if ids is None:
         ids = model.tokenizer.eos_token_id
@@ -116,7 +117,7 @@ def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample:
             out = model.hf_model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                           generation_config=config, **generate_kwargs)
     new = out[:, batch.input_ids.shape[1]:].tolist()
-    eos = _eos_ids(model)
+    eos = eos_ids(model)
     pad_token = settings["pad_token_id"]
     tokens = []
     for row in new:

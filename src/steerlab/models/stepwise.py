@@ -69,8 +69,7 @@ class DecodeBatch:
         layout = Layout(start=start, prompt_end=prompt_end, generating=True)
         self.session = self._stack.enter_context(steered(model, recipes, layout, "cached", reads=self.reads))
         tracker = self.session.tracker
-        tracker.seen = int(mask.shape[1])  # resume the count: the cache already holds these tokens
-        tracker.passes = 1 if mask.shape[1] else 0
+        tracker.resume(int(mask.shape[1]))  # the cache already holds these tokens
         if state:
             tracker.state.update(state)
 

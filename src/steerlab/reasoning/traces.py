@@ -138,9 +138,9 @@ class Tracer(StoppingCriteria):
 
 
 def _eos(model) -> set[int]:
-    from ..models.generate import _eos_ids
+    from ..models.generate import eos_ids
 
-    return _eos_ids(model)
+    return eos_ids(model)
 
 
 def sample(model, prompts: Sequence[str], layers: Sequence[int] | None = None, segment: int = SEGMENT,

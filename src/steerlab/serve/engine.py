@@ -32,6 +32,7 @@ from ..interventions.plan import build_plan
 from ..interventions.positions import StepContext
 from ..interventions.steering import Steering
 from ..models.forward import recipes_for
+from ..models.generate import eos_ids
 from ..models.hooks import SiteOp, shape_of
 from ..models.stepwise import DecodeBatch
 from ..sites import Site
@@ -148,15 +149,6 @@ class _Row:
     count: int = 0
     finished: bool = False
 
-
-def eos_ids(model: Model) -> set[int]:
-    """The model's end-of-sequence ids (its generation config's, else the tokenizer's)."""
-    ids = model.hf_model.generation_config.eos_token_id
-    if ids is None:
-        ids = model.tokenizer.eos_token_id
-    if ids is None:
-        return set()
-    return {int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])}
 
 
 class TransformersEngine:
