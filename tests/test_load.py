@@ -65,3 +65,15 @@ def test_dtype_names():
     assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(sl.SteerlabError, match="dtype"):
         resolve_dtype("int4", torch.device("cpu"))
+
+
+def test_second_family_alias_assembles_gemma_once(tmp_path, monkeypatch):
+    """``gemma3-270m`` joins the package's checksummed parts into the cache, once, as a real GGUF file."""
+    from steerlab.models.load import check_source, embedded_gguf
+
+    monkeypatch.setenv("STEERLAB_CACHE", str(tmp_path))
+    assert check_source("gemma3-270m") == "alias"
+    path = embedded_gguf("gemma3-270m")
+    assert path.parent == tmp_path / "gguf" and path.read_bytes()[:4] == b"GGUF"
+    stamp = path.stat().st_mtime_ns
+    assert embedded_gguf("gemma3-270m") == path and path.stat().st_mtime_ns == stamp  # not rewritten

