@@ -2,16 +2,20 @@
 layer, on every layer, 8 different recipes in a batch), vLLM-with-steering ÷ steerlab's transformers
 path, and greedy agreement with the transformers path (fp32).
 
-Run in the vLLM venv: ``python benchmarks/vllm_steering.py [--batches 8 32] [--repeats 3]``.
+Run in the vLLM venv: ``python benchmarks/vllm_steering.py [--batches 8 32] [--repeats 3] [--capture 1000]``.
+``--capture N`` also times a capture of every layer's last-token residual for N prompts: the plugin's
+``capture_last`` ÷ ``model.capture(positions="last")``, and their largest difference. ``--out`` saves JSON.
 Ratios are taken in one process, runs of each configuration interleaved; median and spread printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -25,7 +29,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--transformers", action="store_true", help="also time steerlab's transformers path")
+    ap.add_argument("--capture", type=int, default=0, help="also time a last-token capture of this many prompts")
+    ap.add_argument("--skip-generation", action="store_true", help="only the capture and agreement parts")
+    ap.add_argument("--out", type=Path, help="write every number to this JSON file")
     args = ap.parse_args()
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "load_before": os.getloadavg()}
 
     import torch
     from vllm import LLM, SamplingParams
@@ -54,7 +62,7 @@ def main() -> None:
     configs = {"unsteered": lambda i: None, "add_one_layer": lambda i: one, "add_every_layer": lambda i: every,
                "eight_recipes": lambda i: eight[i % 8]}
     results: dict[tuple[int, str], list[float]] = {}
-    for batch in args.batches:
+    for batch in [] if args.skip_generation else args.batches:
         rows = (base * ((batch // len(base)) + 1))[:batch]
         llm.generate(rows[:2], [SamplingParams(max_tokens=4, temperature=0)] * 2, use_tqdm=False)  # warm-up
         sps = {name: params(fn) for name, fn in configs.items()}
@@ -72,7 +80,8 @@ def main() -> None:
                 results.setdefault((batch, "transformers_add_one_layer"), []).append(
                     sum(len(x) for x in out.tokens) / (time.perf_counter() - t))
     print(f"\nthreads={args.threads} new_tokens={args.new} repeats={args.repeats}")
-    for batch in args.batches:
+    report["throughput"] = {f"{b}/{n}": v for (b, n), v in results.items()}
+    for batch in [] if args.skip_generation else args.batches:
         plain = results[(batch, "unsteered")]
         for name in list(configs)[1:] + (["transformers_add_one_layer"] if args.transformers else []):
             ratios = [s / u for s, u in zip(results[(batch, name)], plain)]
@@ -102,6 +111,37 @@ def main() -> None:
             k = next(j for j, (a, b) in enumerate(zip(got, want)) if a != b)
             print(f"row {i}: first difference at generated token {k} (vLLM {got[k]}, transformers {want[k]})")
     print(f"greedy agreement: {same}/{len(rows)} rows identical over {args.new} tokens")
+    report["greedy_identical_rows"] = [same, len(rows)]
+    if args.capture:
+        report["capture"] = capture(llm, model, args.capture, args.repeats)
+    report["load_after"] = os.getloadavg()
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+
+
+def capture(llm, model, n: int, repeats: int) -> dict:
+    """Every layer's last-token ``resid_post`` for ``n`` prompts: vLLM plugin vs ``model.capture``."""
+
+    from steerlab.data.prompts import prompts as prompt_set
+    from steerlab.engines.vllm import capture_last
+
+    base = [p for name in ("neutral", "happy", "sad") for p in prompt_set(name)]
+    texts = [f"{base[i % len(base)]} (note {i})" for i in range(n)]
+    layers = list(range(model.n_layers))
+    times: dict[str, list[float]] = {"vllm": [], "transformers": []}
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        got = capture_last(llm, texts, layers)
+        times["vllm"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        want = model.capture(texts, sites="resid_post", layers=layers, positions="last", progress=False)
+        times["transformers"].append(time.perf_counter() - t)
+    diff = max(float((got[s] - want[s].float()).abs().max()) for s in got)
+    ratio = [tt / tv for tv, tt in zip(times["vllm"], times["transformers"])]
+    print(f"capture of {n} prompts x {len(layers)} layers (last token): vLLM {statistics.median(times['vllm']):.1f} s, "
+          f"transformers {statistics.median(times['transformers']):.1f} s: vLLM is {statistics.median(ratio):.2f}x "
+          f"(spread {min(ratio):.2f}-{max(ratio):.2f}); largest difference {diff:.2e}")
+    return {"n": n, "layers": len(layers), "seconds": times, "speedup": ratio, "max_abs_diff": diff}
 
 
 if __name__ == "__main__":

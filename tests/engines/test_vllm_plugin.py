@@ -172,3 +172,18 @@ def test_scale_doc_example_runs(llm, monkeypatch):
     outs, reads = scope["outs"], scope["reads"]
     assert outs[0].outputs[0].text != outs[1].outputs[0].text
     assert len(reads["scores"]["v"]) > 0 and len(reads["means"]["6"]["prompt"]) == 576
+
+
+def test_capture_last_equals_steerlabs_capture(llm, model):
+    """Every layer's last-token state read inside vLLM equals ``model.capture(positions="last")``."""
+    from steerlab.engines.vllm import capture_last
+
+    layers = [0, 7, 15, 29]
+    steer = _recipes()["rotate"]
+    for recipe in (None, steer):
+        got = capture_last(llm, PROMPTS, layers, steering=recipe, chunk=2)
+        want = model.capture(PROMPTS, sites="resid_post", layers=layers, positions="last", steering=recipe)
+        for layer in layers:
+            site = f"layers.{layer}.resid_post"
+            assert got[site].shape == (len(PROMPTS), 576)
+            torch.testing.assert_close(got[site], want[site].float(), rtol=1e-3, atol=2e-3)

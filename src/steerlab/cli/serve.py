@@ -48,6 +48,8 @@ def serve(
     per-token scores of registered directions.
 
     Example:  steerlab serve --recipe happy=happy.steer --direction refusal=refusal.direction --port 8000
+
+    With vLLM (in an environment with steerlab[vllm]):  steerlab serve --engine vllm --recipe happy=happy.steer
     """
     try:
         import fastapi  # noqa: F401
@@ -61,7 +63,11 @@ def serve(
     if engine not in ("transformers", "vllm"):
         fail(f"--engine {engine!r} must be transformers or vllm")
     if engine == "vllm":
-        fail("--engine vllm needs steerlab's vLLM plugin, which is not installed here; use --engine transformers")
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            fail("--engine vllm needs vLLM and steerlab's plugin in the same environment: pip install "
+                 "'steerlab[vllm]' (see docs/scale.md); or use --engine transformers")
     if min(max_tokens, max_prompt_tokens, max_batch, max_queue, max_body_bytes, max_n) < 1:
         fail("--max-tokens, --max-prompt-tokens, --max-batch, --max-queue, --max-body-bytes and --max-n must be "
              "at least 1")
@@ -75,8 +81,15 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]note:[/] listening on {host}: other machines can reach this server"
                   + ("" if api_key else " and no --api-key is set"))
-    err.print(f"serving {m.name} at http://{host}:{port}/v1 (playground: http://{host}:{port}/)")
-    run(m, registry, host=host, port=port, limits=limits, api_key=api_key)
+    runner = None
+    if engine == "vllm":
+        from ..engines.vllm.open import open_engine
+
+        with err.status("starting vLLM ..."):
+            runner = open_engine(model, registry, max_queue=max_queue, max_batch=max_batch,
+                                 max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens, dtype=dtype)
+    err.print(f"serving {m.name} with {engine} at http://{host}:{port}/v1 (playground: http://{host}:{port}/)")
+    run(m, registry, host=host, port=port, limits=limits, api_key=api_key, engine=runner)
 
 
 def register(app: typer.Typer) -> None:

@@ -228,6 +228,23 @@ class _quiet_transformers:
         hf_logging.enable_progress_bar()
 
 
+def resolve_source(name_or_path: str, kind: str | None = None) -> tuple[str, str]:
+    """What transformers (or vLLM) loads for ``name_or_path``, and a display name.
+
+    An alias or a ``.gguf`` file becomes its converted safetensors folder (converted once, cached);
+    a folder stays itself; a hub id stays the id. ``kind``: ``check_source``'s answer, if already known.
+    """
+    kind = kind or check_source(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if kind == "alias":
+        return str(convert_gguf(embedded_gguf(name_or_path))), ALIASES[name_or_path][2]
+    if kind == "gguf":
+        return str(convert_gguf(path)), path.stem
+    if kind == "folder":
+        return str(path), path.name
+    return name_or_path, name_or_path
+
+
 def load(name_or_path: str = "smollm2", dtype: str | torch.dtype | None = None,
          device: str | torch.device | None = "auto", name: str | None = None,
          **from_pretrained_kwargs: Any) -> Model:
@@ -244,25 +261,8 @@ def load(name_or_path: str = "smollm2", dtype: str | torch.dtype | None = None,
     dt = resolve_dtype(dtype, dev)
     if kind == "hub" and hub_cached(name_or_path) and not hub_reachable():
         from_pretrained_kwargs.setdefault("local_files_only", True)  # offline: the cache, without retries
-    display = name
-    source = name_or_path
-    if name_or_path in ALIASES:
-        display = display or ALIASES[name_or_path][2]
-        source = str(convert_gguf(embedded_gguf(name_or_path)))
-    elif name_or_path.endswith(".gguf"):
-        path = Path(name_or_path).expanduser()
-        if not path.is_file():
-            raise SteerlabError(f"no GGUF file at {name_or_path!r}")
-        display = display or path.stem
-        source = str(convert_gguf(path))
-    elif Path(name_or_path).expanduser().exists():
-        path = Path(name_or_path).expanduser()
-        if not (path / "config.json").is_file():
-            raise SteerlabError(f"{name_or_path!r} is not a model folder (no config.json)")
-        source = str(path)
-        display = display or path.name
-    else:
-        display = display or name_or_path
+    source, display = resolve_source(name_or_path, kind)
+    display = name or display
     try:
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(

@@ -6,7 +6,8 @@ processes. Ask for steering per request with ``SamplingParams(extra_args=samplin
 read-outs with ``fetch_reads``. Run vLLM with ``enforce_eager=True``.
 """
 
+from .capture import capture_last
 from .request import KEY, SITES, cache_salt, parse, sampling_args
 from .results import fetch_reads
 
-__all__ = ["KEY", "SITES", "cache_salt", "fetch_reads", "parse", "sampling_args"]
+__all__ = ["KEY", "SITES", "cache_salt", "capture_last", "fetch_reads", "parse", "sampling_args"]

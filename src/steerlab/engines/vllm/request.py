@@ -41,12 +41,13 @@ class Probe:
 
 @dataclass
 class Reads:
-    """A request's read-outs: per-token ``probes`` scores and per-layer running ``means`` (prompt and
-    generated tokens apart), returned under ``id``."""
+    """A request's read-outs: per-token ``probes`` scores, per-layer running ``means`` (prompt and
+    generated tokens apart) and the ``last`` prompt token's state per layer, returned under ``id``."""
 
     id: str
     probes: dict[str, Probe] = field(default_factory=dict)
     means: list[int] = field(default_factory=list)
+    last: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -124,17 +125,18 @@ def _reads(doc: Any) -> Reads:
     probes = {}
     for name, p in (doc.get("probes") or {}).items():
         probes[name] = Probe(int(p["layer"]), wire.decode_tensor(p["vector"], f"probe {name!r}"), float(p.get("bias", 0)))
-    return Reads(doc["id"], probes, [int(x) for x in doc.get("means") or []])
+    return Reads(doc["id"], probes, [int(x) for x in doc.get("means") or []], [int(x) for x in doc.get("last") or []])
 
 
 def sampling_args(steering: Steering | str | Sequence[Steering | str] | None = None,
                   probes: Mapping[str, tuple[Any, ...]] | None = None,
-                  means: Sequence[int] | None = None) -> dict[str, Any]:
+                  means: Sequence[int] | None = None, last: Sequence[int] | None = None) -> dict[str, Any]:
     """``extra_args`` for a ``SamplingParams`` asking the plugin to steer and/or read.
 
     ``steering``: a recipe, a registered name, or several (applied in order). ``probes``: name ->
     ``(layer, vector)`` or ``(layer, vector, bias)``, scored on every token at that layer's
     ``resid_post``. ``means``: layers whose running means (prompt and generated tokens apart) to return.
+    ``last``: layers whose ``resid_post`` at the last prompt token to return (a capture at ``"last"``).
     With read-outs, the dict holds a fresh ``read.id``: pass it to ``fetch_reads`` after generating.
     """
     spec: dict[str, Any] = {}
@@ -147,8 +149,9 @@ def sampling_args(steering: Steering | str | Sequence[Steering | str] | None = N
         spec["steering"] = [s if isinstance(s, str) else wire.to_json(s) for s in items]
         if len(spec["steering"]) == 1:
             spec["steering"] = spec["steering"][0]
-    if probes or means:
-        read: dict[str, Any] = {"id": uuid.uuid4().hex, "probes": {}, "means": [int(x) for x in means or []]}
+    if probes or means or last:
+        read: dict[str, Any] = {"id": uuid.uuid4().hex, "probes": {}, "means": [int(x) for x in means or []],
+                                "last": [int(x) for x in last or []]}
         for name, p in (probes or {}).items():
             layer, vector = p[0], p[1]
             bias = float(p[2]) if len(p) > 2 else 0.0

@@ -19,7 +19,7 @@ def fetch_reads(llm: Any, args: Sequence[dict[str, Any]]) -> list[dict[str, Any]
     """The read-outs of finished requests, one per ``sampling_args`` dict in ``args``, in order.
 
     Each is ``{"scores": {probe: [one float per token, prompt then generated]}, "means": {layer:
-    {"prompt": [d floats], "generated": [d floats]}}, "counts": {...}}``. Results are handed over once
+    {"prompt": [d floats], "generated": [d floats]}}, "counts": {...}, "last": {layer: [d floats]}}``. Results are handed over once
     (the worker forgets them) and the worker keeps at most a bounded number of unfetched ones.
     Needs ``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` when vLLM runs its engine in another process.
     """
@@ -28,6 +28,6 @@ def fetch_reads(llm: Any, args: Sequence[dict[str, Any]]) -> list[dict[str, Any]
     merged: dict[str, Any] = {}
     for part in parts:  # tensor-parallel ranks see the same tokens; the first rank's answer is kept
         for key, value in part.items():
-            if key not in merged or not merged[key]["scores"] and not merged[key]["means"]:
+            if key not in merged or not any(merged[key].get(k) for k in ("scores", "means", "last")):
                 merged[key] = value
-    return [merged.get(i, {"scores": {}, "means": {}, "counts": {}}) for i in ids]
+    return [merged.get(i, {"scores": {}, "means": {}, "counts": {}, "last": {}}) for i in ids]

@@ -41,18 +41,20 @@ class Pass:
 
 @dataclass
 class ReadOut:
-    """Bounded per-request results: per-probe token scores and per-layer running sums."""
+    """Bounded per-request results: per-probe token scores, per-layer running sums, last prompt states."""
 
     scores: dict[str, list[float]] = field(default_factory=dict)
     sums: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
     counts: dict[tuple[int, str], int] = field(default_factory=dict)
+    last: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def result(self) -> dict[str, Any]:
         means: dict[str, dict[str, list[float]]] = {}
         for (layer, seg), total in self.sums.items():
             means.setdefault(str(layer), {})[seg] = (total / max(self.counts[(layer, seg)], 1)).tolist()
         return {"scores": self.scores, "means": means,
-                "counts": {f"{layer}.{seg}": n for (layer, seg), n in self.counts.items()}}
+                "counts": {f"{layer}.{seg}": n for (layer, seg), n in self.counts.items()},
+                "last": {str(layer): x.tolist() for layer, x in self.last.items()}}
 
 
 class Steerer:
@@ -154,7 +156,7 @@ class Steerer:
         prompt = fb.prompt_len.tolist()
         for i, reads in p.readers:
             probes = {n: pr for n, pr in reads.probes.items() if pr.layer == site.layer}
-            if not probes and site.layer not in reads.means:
+            if not probes and site.layer not in reads.means and site.layer not in reads.last:
                 continue
             out = self.kept.setdefault(reads.id, ReadOut())
             self.kept.move_to_end(reads.id)
@@ -169,6 +171,9 @@ class Steerer:
                         k = (site.layer, seg)
                         out.sums[k] = out.sums.get(k, 0) + part.sum(0).cpu()
                         out.counts[k] = out.counts.get(k, 0) + part.shape[0]
+            at = prompt[i] - 1 - first[i]  # the last prompt token, if this pass holds it
+            if site.layer in reads.last and 0 <= at < lengths[i]:
+                out.last[site.layer] = tokens[at].cpu().clone()
         while len(self.kept) > MAX_KEPT:
             self.kept.popitem(last=False)
 
@@ -181,8 +186,7 @@ class Steerer:
 
     def pop_reads(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Hand over (and forget) the read-outs of ``ids``; an id never seen maps to an empty result."""
-        return {i: (self.kept.pop(i).result() if i in self.kept else {"scores": {}, "means": {}, "counts": {}})
-                for i in ids}
+        return {i: (self.kept.pop(i).result() if i in self.kept else ReadOut().result()) for i in ids}
 
 
 def _conditional(recipe: Steering) -> bool:
