@@ -9,6 +9,10 @@ Reports requests/s, generated tokens/s, p50/p99 latency and errors (must be 0), 
 
     python benchmarks/serve_load.py                       # the embedded model, 32 requests per load
     python benchmarks/serve_load.py --requests 64 --tokens 64 --clients 1,8
+    python benchmarks/serve_load.py --engine vllm          # in the vLLM venv: the same load on VLLMEngine
+
+With ``--engine vllm`` the 8 recipes are ones vLLM's plugin reaches (Add, Rotate, Ablate at the
+residual stream), since the generation benchmark's set ablates every writer (61 sites).
 """
 
 from __future__ import annotations
@@ -88,6 +92,17 @@ def load(url: str, model: str, clients: int, requests: int, tokens: int, steered
             "p50_s": pct(0.5), "p99_s": pct(0.99)}
 
 
+def residual8(model) -> list:
+    """8 different recipes at the residual stream (what vLLM's plugin reaches): Adds, Rotates, Ablates."""
+    def vec(seed: int) -> torch.Tensor:
+        return torch.randn(model.d_model, generator=torch.Generator().manual_seed(seed))
+
+    mid = model.n_layers // 2
+    return ([sl.Steering([sl.Add(vec(k), alpha=2.0, layers=[mid - 2 + k])]) for k in range(4)]
+            + [sl.Steering([sl.Rotate(vec(10 + k), angle=20.0, layers=[mid + k])]) for k in range(2)]
+            + [sl.Steering([sl.Ablate(vec(20 + k), layers=[mid - 4 + k])]) for k in range(2)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
@@ -95,16 +110,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=32, help="requests per load")
     parser.add_argument("--tokens", type=int, default=32, help="tokens each request decodes")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--out", default=str(HERE / "results" / "serve_load.json"))
+    parser.add_argument("--engine", choices=("transformers", "vllm"), default="transformers")
+    parser.add_argument("--out", default=None, help="default results/serve_load[_vllm].json")
     args = parser.parse_args(argv)
+    args.out = args.out or str(HERE / "results" / ("serve_load_vllm.json" if args.engine == "vllm" else "serve_load.json"))
     torch.set_num_threads(args.threads)
     model = sl.load(args.model)
-    mixed = recipes(sl, model.n_layers, model.d_model)["mixed8"]
+    mixed = recipes(sl, model.n_layers, model.d_model)["mixed8"] if args.engine == "transformers" else residual8(model)
     registry = Registry(model, recipes={f"r{k}": r for k, r in enumerate(mixed)})
     counts = [int(c) for c in args.clients.split(",")]
     limits = Limits(max_batch=max(counts), max_queue=4 * max(counts), max_tokens=max(512, args.tokens))
     rows = []
-    with start(model, registry, limits=limits) as server:
+    engine = None
+    if args.engine == "vllm":
+        for key, value in (("VLLM_CPU_KVCACHE_SPACE", "1"), ("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
+                           ("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"), ("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")):
+            os.environ.setdefault(key, value)
+        from steerlab.engines.vllm.open import open_engine
+
+        engine = open_engine(args.model, registry, max_queue=limits.max_queue, max_batch=max(counts),
+                             max_prompt_tokens=256, max_tokens=max(64, args.tokens))
+    with start(model, registry, limits=limits, engine=engine) as server:
         load(server.url, model.name, 2, 2, 4, True)  # warm-up
         for n, clients in enumerate(counts):
             order = (True, False) if n % 2 == 0 else (False, True)
@@ -127,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k}: {v:.2f}x")
     errors = sum(r["errors"] for r in rows)
     print(f"errors in all loads: {errors}")
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+    result = {"engine": args.engine,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
                           "torch": torch.__version__, "threads": args.threads},
               "settings": vars(args), "rows": rows, "ratios": verdicts}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

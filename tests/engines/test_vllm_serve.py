@@ -109,8 +109,9 @@ def test_reads_score_every_generated_token(client, model, direction):
     # the score of generated token k is w . h(layer 10's resid_post) at the state that produced it
     ids = model.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
                                               tokenize=True, return_dict=False)
-    acts = model.capture([torch.tensor(list(ids) + tokens[:-1])], sites="resid_post", layers=[10], positions="all")
-    want = acts["layers.10.resid_post"][0][len(ids) - 1:] @ direction[10]
+    with torch.no_grad():  # the plain model's hidden states: index 11 is layer 10's output
+        hidden = model.hf_model(input_ids=torch.tensor([list(ids) + tokens[:-1]]), output_hidden_states=True)
+    want = hidden.hidden_states[11][0, len(ids) - 1:] @ direction[10]
     torch.testing.assert_close(torch.tensor(reads), want.float(), rtol=1e-3, atol=1e-3)
 
 
@@ -178,7 +179,7 @@ def test_the_command_line_serves_with_vllm(tmp_path, model, recipes):
     recipes["happy"].save(tmp_path / "happy.steer")
     port = _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "steerlab", "serve", "--engine", "vllm", "--model", "smollm2", "--port", str(port),
+    cmd = [sys.executable, "-m", "steerlab.cli", "serve", "--engine", "vllm", "--model", "smollm2", "--port", str(port),
            "--recipe", f"happy={tmp_path / 'happy.steer'}", "--max-tokens", "64", "--max-prompt-tokens", "256"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

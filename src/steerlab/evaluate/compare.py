@@ -105,7 +105,8 @@ def compare(model: Model, dataset: str | os.PathLike | ContrastiveSet = "sentime
             max_new_tokens: int = 40, test: float = 0.25, seed: int = 0,
             strengths: Mapping[str, Sequence[float]] | None = None, utility: str = "perplexity",
             ppl_tokens: int | None = 256, n_task: int = 24, selection_stride: int = 1,
-            model_source: str | None = None, log: Callable[[str], object] | None = None) -> Comparison:
+            model_source: str | None = None, log: Callable[[str], object] | None = None,
+            generate: Callable[..., Any] | None = None) -> Comparison:
     """Run the comparison (module docstring) and return a ``Comparison``.
 
     ``dataset``: a bundled name or a pairs file (``sl.data.load``). ``methods``: names from
@@ -113,7 +114,8 @@ def compare(model: Model, dataset: str | os.PathLike | ContrastiveSet = "sentime
     grids. ``utility``: the frontier's cost axis, ``"perplexity"`` or ``"kl"``. ``selection_stride``:
     score every k-th layer's candidate when choosing the refusal-style direction (Arditi et al.'s
     selection). ``model_source``: what ``sl.load`` was given (for the report's reproduction snippet).
-    ``log``: a callable receiving progress lines.
+    ``log``: a callable receiving progress lines. ``generate``: what runs the generations (default
+    ``model.generate``; a ``steerlab.engines.ray.RayGenerator`` spreads them over Ray actors).
     """
     say: Callable[[str], object] = log or (lambda message: None)
     methods = list(methods)
@@ -180,7 +182,7 @@ def compare(model: Model, dataset: str | os.PathLike | ContrastiveSet = "sentime
     t = time.perf_counter()
     say("scoring the unsteered model ...")
     tables = [sweep(model, _baseline(), prompts=task.prompts, scorers=scorers, max_new_tokens=max_new_tokens,
-                    cache=cache)]
+                    cache=cache, generate=generate)]
     timings["baseline"] = time.perf_counter() - t
     infos: dict[str, dict[str, Any]] = {}
     recipes: dict[tuple[str, float], Steering | None] = {}
@@ -197,7 +199,7 @@ def compare(model: Model, dataset: str | os.PathLike | ContrastiveSet = "sentime
         grid = fitted.strengths
         say(f"[{i}/{len(methods)}] {name}: {len(grid)} strengths x {len(task.prompts)} prompts in one batch ...")
         table = sweep(model, fitted, prompts=task.prompts, scorers=scorers, max_new_tokens=max_new_tokens,
-                      cache=cache)
+                      cache=cache, generate=generate)
         tables.append(table)
         recipes.update({(name, s): fitted.recipe(s) for s in grid})
         info = dict(fitted.info)

@@ -22,7 +22,11 @@ from ..models.tokens import check_texts
 from .scorer import Generations, Scorer, model_key
 
 if TYPE_CHECKING:
+    from ..models.generate import GenerationResult
     from ..recipes import Fitted
+
+#: what generates a grid's rows: ``model.generate`` or anything called like it
+Generate = Callable[..., "GenerationResult"]
 
 
 def default_scorers() -> list[Scorer]:
@@ -35,9 +39,13 @@ def default_scorers() -> list[Scorer]:
 
 def generate_grid(model: Model, recipes: Sequence[Steering | None], prompts: list[str], max_new_tokens: int,
                   cache: dict | None = None, batch_size: int | None = None,
-                  progress: Callable[[int], object] | None = None) -> Generations:
+                  progress: Callable[[int], object] | None = None, generate: Generate | None = None) -> Generations:
     """Generations for every recipe x prompt: steered rows in one batch (or ``batch_size`` rows at a
-    time), the unsteered rows taken from ``cache`` when there (and stored there)."""
+    time), the unsteered rows taken from ``cache`` when there (and stored there).
+
+    ``generate``: what runs the rows, called like ``model.generate`` (default); e.g. a
+    ``steerlab.engines.ray.RayGenerator`` spreads them over Ray actors.
+    """
     cache = {} if cache is None else cache
     key = ("baseline_generations", model_key(model), tuple(prompts), max_new_tokens)
     need_base = any(r is None for r in recipes) and key not in cache
@@ -51,8 +59,8 @@ def generate_grid(model: Model, recipes: Sequence[Steering | None], prompts: lis
     size = batch_size or max(1, len(rows))
     for begin in range(0, len(rows), size):
         part = rows[begin:begin + size]
-        out = model.generate([p for _, p in part], steering=steering[begin:begin + size],
-                             max_new_tokens=max_new_tokens)
+        out = (generate or model.generate)([p for _, p in part], steering=steering[begin:begin + size],
+                                           max_new_tokens=max_new_tokens)
         texts.extend(out.texts)
         tokens.extend(out.tokens)
         if progress:
@@ -80,13 +88,14 @@ def sweep(model: Model, method: Fitted | str, pairs: ContrastiveSet | None = Non
           strengths: Iterable[float] | None = None, prompts: Sequence[str] | None = None,
           scorers: Iterable[Scorer] | None = None, max_new_tokens: int = 40, batch_size: int | None = None,
           cache: dict | None = None, progress: Callable[[int], object] | None = None,
-          **fit_options: Any) -> pd.DataFrame:
+          generate: Generate | None = None, **fit_options: Any) -> pd.DataFrame:
     """Evaluate ``method`` at each of ``strengths`` on ``prompts`` with ``scorers``; one row per strength.
 
     ``method``: a ``Fitted`` (from ``sl.recipes.fit``) or a method name, fitted on ``pairs`` (the
     training pairs; never the evaluation prompts). ``strengths``: default the method's grid.
     ``prompts``: default the first 10 bundled neutral prompts. ``scorers``: default
     ``default_scorers()``. ``cache``: a dict shared across sweeps to reuse the unsteered baseline.
+    ``generate``: what runs the generations (``generate_grid``); scorers run on ``model``.
 
     Columns: ``method``, ``param`` (what strength means), ``strength``, a column named after the
     parameter (same values), every scorer column, and ``seconds`` (the sweep's wall time).
@@ -106,7 +115,7 @@ def sweep(model: Model, method: Fitted | str, pairs: ContrastiveSet | None = Non
     scorers = default_scorers() if scorers is None else list(scorers)
     recipes = [fitted.recipe(s) for s in grid]
     started = time.perf_counter()
-    generations = generate_grid(model, recipes, prompts, max_new_tokens, cache, batch_size, progress)
+    generations = generate_grid(model, recipes, prompts, max_new_tokens, cache, batch_size, progress, generate)
     table = pd.DataFrame({"method": fitted.method, "param": fitted.param, "strength": grid})
     if fitted.param not in ("none", "strength"):
         table[fitted.param] = grid

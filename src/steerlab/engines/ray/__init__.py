@@ -1,5 +1,7 @@
-"""Ray for work beyond one process: ``capture`` over a pool of model actors into the same sharded store."""
+"""Ray for work beyond one process: ``capture`` over a pool of model actors into the same sharded store,
+and ``RayGenerator`` to spread the generations of a sweep or comparison over actors."""
 
 from .capture import capture
+from .generate import RayGenerator
 
-__all__ = ["capture"]
+__all__ = ["RayGenerator", "capture"]

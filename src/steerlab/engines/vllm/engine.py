@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import queue
 import threading
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ from typing import Any
 from ...errors import SteerlabError
 from .request import check_supported, sampling_args
 from .results import fetch_reads
+
+log = logging.getLogger("steerlab.vllm")
 
 
 @dataclass
@@ -109,6 +112,7 @@ class VLLMEngine:
                 sp, extra = self._params(job)
                 self.llm.llm_engine.add_request(rid, {"prompt_token_ids": list(job.prompt_ids)}, sp)
             except Exception as e:  # noqa: BLE001 - a refused recipe (the plugin's check) ends this stream only
+                log.info("steerlab: vLLM refused a request: %s", e)
                 stream.push(Finished("error", str(e)))
                 continue
             running[rid] = _Running(job, stream, extra)
@@ -177,7 +181,8 @@ class VLLMEngine:
                     self._deliver(live, tokens, reason)
                     if out.finished:
                         del running[out.request_id]
-            except Exception as e:  # noqa: BLE001 - every stream must end, with the reason
+            except Exception as e:  # every stream must end, with the reason (logged)
+                log.exception("steerlab: a vLLM step failed; ending its %d requests", len(running))
                 engine.abort_request(list(running))
                 for run in running.values():
                     run.stream.push(Finished("error", str(e)))
