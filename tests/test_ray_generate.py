@@ -42,3 +42,12 @@ def test_bad_arguments_are_one_line(cluster):
         RayGenerator("smollm2", actors=0)
     with pytest.raises(SteerlabError, match="load must be"):
         RayGenerator(3)  # type: ignore[arg-type]
+
+
+def test_compare_cli_refuses_bad_ray_flags_before_loading(tmp_path):
+    from typer.testing import CliRunner
+
+    from steerlab.cli import app
+
+    r = CliRunner().invoke(app, ["compare", "--out", str(tmp_path / "c"), "--ray-actors", "-2"])
+    assert r.exit_code == 2 and "--ray-actors" in r.output

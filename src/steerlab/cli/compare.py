@@ -58,6 +58,9 @@ def compare(
     model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
     force: bool = typer.Option(False, "--force", help="Write over an earlier report in --out (a folder of other "
                                                       "files is never written into)."),
+    ray_actors: int = typer.Option(0, "--ray-actors", help="Run the generations on this many Ray actors (0: in this "
+                                                           "process); connects to RAY_ADDRESS when set."),
+    ray_cpus: float = typer.Option(1.0, "--ray-cpus", help="CPUs each Ray actor reserves."),
 ) -> None:
     """Compare steering methods: strength sweeps, behaviour vs utility, the frontier, and a report.
 
@@ -66,6 +69,8 @@ def compare(
     Writes results.csv, frontier.csv, figures/ and report.html (figures, samples, recipes, hashes).
 
     Example:  steerlab compare --dataset sentiment --methods add,pca,ablate,angular,selective,cast --out cmp/
+
+    On a Ray cluster:  RAY_ADDRESS=auto steerlab compare --methods add,pca --ray-actors 8 --ray-cpus 4 --out cmp/
     """
     import steerlab as sl
 
@@ -79,6 +84,13 @@ def compare(
         fail(f"--utility {utility!r} must be one of {', '.join(sl.evaluate.UTILITIES)}")
     if min(prompts, kl_prompts, max_new_tokens, selection_stride) < 1:
         fail("--prompts, --kl-prompts, --max-new-tokens and --selection-stride must be at least 1")
+    if ray_actors < 0 or not 0 < ray_cpus <= 1024:
+        fail("--ray-actors must be 0 or more and --ray-cpus above 0")
+    if ray_actors:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            fail("--ray-actors needs Ray: pip install 'steerlab[ray]'")
     if not 0 < test < 1:
         fail(f"--test {test} must be between 0 and 1")
     if out.exists() and not out.is_dir():
@@ -96,10 +108,24 @@ def compare(
     def log(msg: str) -> None:
         err.print(f"[dim]{time.perf_counter() - started:6.0f} s[/]  {msg}", highlight=False)
 
-    result = sl.evaluate.compare(m, dataset, chosen, n_prompts=prompts, n_kl_prompts=kl_prompts,
-                                 max_new_tokens=max_new_tokens, test=test, seed=seed, strengths=grids,
-                                 utility=utility, ppl_tokens=ppl_tokens or None,
-                                 selection_stride=selection_stride, model_source=model, log=log)
+    generate = None
+    if ray_actors:
+        from functools import partial
+
+        from ..engines.ray import RayGenerator
+
+        log(f"starting {ray_actors} Ray actors ...")
+        generate = RayGenerator(partial(sl.load, model, dtype=dtype, device=device), actors=ray_actors,
+                                num_cpus=ray_cpus)
+    try:
+        result = sl.evaluate.compare(m, dataset, chosen, n_prompts=prompts, n_kl_prompts=kl_prompts,
+                                     max_new_tokens=max_new_tokens, test=test, seed=seed, strengths=grids,
+                                     utility=utility, ppl_tokens=ppl_tokens or None,
+                                     selection_stride=selection_stride, model_source=model, log=log,
+                                     generate=generate)
+    finally:
+        if generate is not None:
+            generate.close()
     log("writing figures and the report ...")
     paths = sl.report.write_report(result, out, command="steerlab " + " ".join(sys.argv[1:]))
     _print_summary(console, result)
