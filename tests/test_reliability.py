@@ -292,17 +292,3 @@ def test_version_and_sites(tiny_cli):
     assert f"[{tiny_cli.d_model}]" in result.output
     assert "mlp_hidden" not in result.output or str(tiny_cli.d_mlp) in result.output
 
-
-def test_the_reliability_docs_code_runs_as_written(tmp_path, monkeypatch, smollm):
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).parents[1] / "docs" / "reliability.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
-    assert blocks
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sl, "load", lambda *a, **k: smollm)
-    for block in blocks:
-        scope: dict = {}
-        exec(compile(block, "docs/reliability.md", "exec"), scope)  # noqa: S102 -- running the docs is the test
-    assert scope["x"].shape == (3, 576)

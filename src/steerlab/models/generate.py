@@ -12,7 +12,7 @@ from ..errors import SteerlabError
 from ..sites import Site
 from .forward import Decoding, Layout, recipes_for, steered
 from .hooks import SiteOp
-from .tokens import check_texts, encode, has_chat_template, pad, pad_id
+from .tokens import check_context, check_texts, encode, has_chat_template, pad, pad_id
 
 
 @dataclass
@@ -87,8 +87,9 @@ def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample:
     if unsupported:
         raise SteerlabError(f"generate does not support {', '.join(unsupported)}: steering needs one row per prompt "
                             "and a KV cache that only grows")
-    recipes = recipes_for(model, steering, len(prompts))
     ids = encode(model.tokenizer, prompts, chat, system)
+    check_context(model, ids, prompts, extra=max_new_tokens, what="prompts")
+    recipes = recipes_for(model, steering, len(prompts), [len(i) for i in ids])
     batch = pad(ids, pad_id(model.tokenizer), "left", model.device)
     layout = Layout(start=batch.start, prompt_end=batch.end, generating=True)
 
