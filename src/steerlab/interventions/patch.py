@@ -77,7 +77,6 @@ class Patch(Intervention):
             pos = p["pos"][:, 0]  # [B|1, P]
             start, end = ctx.start[:, None], ctx.prompt_end[:, None]
             column = torch.where(pos >= 0, start + pos, end + pos)  # [B, P]
-            column = torch.where((column >= start) & (column < end), column, -1)  # past a short prompt: nothing
             match = ctx.columns()[:, :, None] == column[:, None, :]  # [B, T, P]
             hit = match.any(-1)
             which = match.to(torch.int8).argmax(-1)  # [B, T]
