@@ -3,6 +3,8 @@ NaN/inf and absurd strengths (rows of docs/reliability.md)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -10,6 +12,7 @@ from typer.testing import CliRunner
 import steerlab as sl
 from steerlab.cli import app, common
 from steerlab.errors import SteerlabError
+from steerlab.evaluate.forward import continuation_logprobs
 from steerlab.models.tokens import encode
 from test_positions_reference import reference
 
@@ -179,3 +182,18 @@ def test_large_but_sane_settings_still_work():
     assert sl.Clamp(V, min=-5e5, max=5e5).max == 5e5
     x = torch.randn(1, 2, 8)
     torch.testing.assert_close(sl.Add(V, alpha=2.0)(x), x + 2.0)
+
+
+# --- counts and sampling settings in the library --------------------------------------------------
+@pytest.mark.parametrize("call, message", [
+    (lambda m: m.logits(["hi"], batch_size=0), "batch_size must be a positive integer"),
+    (lambda m: m.logits(["hi"], batch_size=-1), "batch_size must be a positive integer"),
+    (lambda m: list(continuation_logprobs(m, [[1, 2]], [[3]], batch_size=0)), "batch_size must be a positive integer"),
+    (lambda m: m.generate(["hi"], do_sample=True, temperature=float("nan"), max_new_tokens=2), "temperature=nan"),
+    (lambda m: m.generate(["hi"], do_sample=True, temperature=0, max_new_tokens=2), "temperature=0"),
+    (lambda m: m.generate(["hi"], do_sample=True, top_p=5.0, max_new_tokens=2), "top_p=5.0"),
+    (lambda m: m.generate(["hi"], do_sample=True, top_k=0, max_new_tokens=2), "top_k=0"),
+])
+def test_bad_counts_and_sampling_settings_are_one_clear_error(tiny_llama, call, message):
+    with pytest.raises(SteerlabError, match=re.escape(message)):
+        call(tiny_llama)

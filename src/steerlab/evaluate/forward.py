@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
+from ..errors import SteerlabError
 from ..models.forward import Layout, recipes_for, steered
 from ..models.tokens import check_context, pad_id
 
@@ -25,7 +26,9 @@ def continuation_logprobs(model, prompt_ids: list[list[int]], continuation_ids: 
     """
     n = len(prompt_ids)
     if len(continuation_ids) != n:
-        raise ValueError("prompt_ids and continuation_ids must have one entry per row")
+        raise SteerlabError("prompt_ids and continuation_ids must have one entry per row")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SteerlabError(f"batch_size must be a positive integer, got {batch_size!r}")
     check_context(model, [p + c for p, c in zip(prompt_ids, continuation_ids)], what="prompt and continuation")
     recipes = recipes_for(model, steering, n, [len(p) for p in prompt_ids])
     pad = pad_id(model.tokenizer)

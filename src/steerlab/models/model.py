@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 
+from ..errors import SteerlabError
 from ..interventions.plan import SteeringArg
 from ..progress import bar
 from ..sites import GLOBAL_KINDS, LAYER_KINDS, Site
@@ -115,6 +116,8 @@ class Model:
                progress: bool | None = None) -> torch.Tensor:
         """Next-token logits at each text's last token, ``[n_texts, vocab]`` (float32, CPU)."""
         texts = check_texts(texts)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise SteerlabError(f"batch_size must be a positive integer, got {batch_size!r}")
         ids = encode(self.tokenizer, texts, chat)
         check_context(self, ids, texts)
         recipes = recipes_for(self, steering, len(texts), [len(i) for i in ids])
