@@ -32,11 +32,11 @@ ELSEWHERE = {
     ("docs/serve.md", "from openai import OpenAI"): "tests/test_serve_docs.py::test_examples_run_against_a_server",
     ("docs/serve.md", "stream = client.chat"): "tests/test_serve_docs.py::test_examples_run_against_a_server",
     ("docs/serve.md", "tensor_b64(vector[layer])"): "tests/test_serve_docs.py::test_examples_run_against_a_server",
+    ("docs/scale.md", "from vllm import"): "tests/engines/test_vllm_plugin.py::test_scale_doc_example_runs",  # needs vLLM
 }
 
 #: (page, a text only that block holds) -> (module it needs, why); the block runs where the module imports
 NEEDS = {
-    ("docs/scale.md", "from vllm import"): ("vllm", "drives vLLM's LLM engine (pip install 'steerlab[vllm]', Linux)"),
     ("docs/serve.md", "Registry(model, recipes="): ("fastapi", "starts the HTTP server (pip install 'steerlab[serve]')"),
 }
 

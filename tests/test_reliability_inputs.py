@@ -197,3 +197,22 @@ def test_large_but_sane_settings_still_work():
 def test_bad_counts_and_sampling_settings_are_one_clear_error(tiny_llama, call, message):
     with pytest.raises(SteerlabError, match=re.escape(message)):
         call(tiny_llama)
+
+
+def test_the_vllm_front_end_refuses_positions_outside_the_prompt():
+    """The plugin's ``process_inputs`` wrapper checks an index against the tokenised prompt (vLLM's own
+    processing stands in as a function returning the request with its token ids)."""
+    from types import SimpleNamespace
+
+    from steerlab.engines.vllm import plugin, sampling_args
+
+    def vllm_process(self, request_id, prompt, params):
+        return SimpleNamespace(prompt_token_ids=[5, 6, 7], cache_salt=None)
+
+    def ask(index):
+        steer = sl.Steering([sl.Add(torch.ones(8), layers=[1], positions=[index])])
+        return SimpleNamespace(extra_args=sampling_args(steer))
+
+    with pytest.raises(ValueError, match=r"steerlab: .*index 40 lies outside the prompt it steers \(3 tokens\)"):
+        plugin._process_inputs(vllm_process, None, "r1", "abc", ask(40))
+    assert plugin._process_inputs(vllm_process, None, "r2", "abc", ask(-3)).cache_salt
