@@ -216,3 +216,15 @@ def test_the_vllm_front_end_refuses_positions_outside_the_prompt():
     with pytest.raises(ValueError, match=r"steerlab: .*index 40 lies outside the prompt it steers \(3 tokens\)"):
         plugin._process_inputs(vllm_process, None, "r1", "abc", ask(40))
     assert plugin._process_inputs(vllm_process, None, "r2", "abc", ask(-3)).cache_salt
+
+
+def test_the_server_refuses_positions_outside_the_prompt(tiny_llama):
+    serve_engine = pytest.importorskip("steerlab.serve.engine")
+    engine = serve_engine.TransformersEngine(tiny_llama)
+    try:
+        steer = sl.Steering([sl.Add(_vec(tiny_llama), layers=[LAYER], positions=[40])])
+        with pytest.raises(SteerlabError, match=r"index 40 lies outside the prompt it steers \(3 tokens\)"):
+            engine.check(serve_engine.Job([5, 6, 7], steer))
+        engine.check(serve_engine.Job([5, 6, 7], sl.Steering([sl.Add(_vec(tiny_llama), layers=[LAYER], positions=[2])])))
+    finally:
+        engine.close()
