@@ -118,6 +118,11 @@ def test_a_forced_bake_replaces_only_a_baked_checkpoint(tmp_path, tiny_cli):
     (["extract", "--data", "{brokencsv}", "--out", "{new}"], "positive"),
     (["export", "--direction", "{direction}", "--gguf", "{newfile}", "--alpha", "nan"], "--alpha"),
     (["sweep", "--k", "0"], "--k"),
+    (["serve", "--recipe", "happy={new}"], "no steering recipe"),
+    (["serve", "--direction", "refusal={new}"], "no direction"),
+    (["demo", "--strengths", "0,nan"], "--strengths"),
+    (["demo", "--prompts", "0"], "--prompts"),
+    (["compare", "--out", "{new}", "--strengths", "add=0,inf"], "--strengths"),
 ])
 def test_bad_input_fails_in_one_line_before_the_model_loads(tmp_path, no_model, argv, message):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
