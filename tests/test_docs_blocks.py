@@ -32,7 +32,8 @@ ELSEWHERE = {
     ("docs/serve.md", "from openai import OpenAI"): "tests/test_serve_docs.py::test_examples_run_against_a_server",
     ("docs/serve.md", "stream = client.chat"): "tests/test_serve_docs.py::test_examples_run_against_a_server",
     ("docs/serve.md", "tensor_b64(vector[layer])"): "tests/test_serve_docs.py::test_examples_run_against_a_server",
-    ("docs/scale.md", "from vllm import"): "tests/engines/test_vllm_plugin.py::test_scale_doc_example_runs",  # needs vLLM
+    # needs vLLM: runs in `make test-vllm`s venv
+    ("docs/scale.md", "from vllm import"): "tests/engines/test_vllm_plugin.py::test_scale_doc_example_runs",
 }
 
 #: (page, a text only that block holds) -> (module it needs, why); the block runs where the module imports
