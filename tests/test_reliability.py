@@ -118,6 +118,11 @@ def test_a_forced_bake_replaces_only_a_baked_checkpoint(tmp_path, tiny_cli):
     (["extract", "--data", "{brokencsv}", "--out", "{new}"], "positive"),
     (["export", "--direction", "{direction}", "--gguf", "{newfile}", "--alpha", "nan"], "--alpha"),
     (["sweep", "--k", "0"], "--k"),
+    (["serve", "--recipe", "happy={new}"], "no steering recipe"),
+    (["serve", "--direction", "refusal={new}"], "no direction"),
+    (["demo", "--strengths", "0,nan"], "--strengths"),
+    (["demo", "--prompts", "0"], "--prompts"),
+    (["compare", "--out", "{new}", "--strengths", "add=0,inf"], "--strengths"),
 ])
 def test_bad_input_fails_in_one_line_before_the_model_loads(tmp_path, no_model, argv, message):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
@@ -292,17 +297,3 @@ def test_version_and_sites(tiny_cli):
     assert f"[{tiny_cli.d_model}]" in result.output
     assert "mlp_hidden" not in result.output or str(tiny_cli.d_mlp) in result.output
 
-
-def test_the_reliability_docs_code_runs_as_written(tmp_path, monkeypatch, smollm):
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).parents[1] / "docs" / "reliability.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
-    assert blocks
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sl, "load", lambda *a, **k: smollm)
-    for block in blocks:
-        scope: dict = {}
-        exec(compile(block, "docs/reliability.md", "exec"), scope)  # noqa: S102 -- running the docs is the test
-    assert scope["x"].shape == (3, 576)

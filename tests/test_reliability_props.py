@@ -4,6 +4,7 @@ load them or raise SteerlabError: never another exception, never a hang."""
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -198,3 +199,52 @@ def test_the_texts_reader_reads_or_raises_steerlab_error(texts, suffix, raw):
         path.write_bytes(content)
         got = _loads_or_steerlab_error(read_texts, path)
         assert got is None or (got and all(isinstance(t, str) and t.strip() for t in got))
+
+
+@SETTINGS
+@given(text=st.text(alphabet="addpcaselctiv=,;.0123456789-+eE naif", max_size=24))
+def test_the_strengths_parser_parses_or_raises_steerlab_error(text):
+    from steerlab.cli.compare import parse_strengths
+
+    got = _loads_or_steerlab_error(parse_strengths, text, ["add", "pca", "selective"])
+    if got is not None:
+        assert set(got) <= {"add", "pca", "selective"}
+        assert all(v and all(math.isfinite(x) and abs(x) <= 1e4 for x in v) for v in got.values())
+
+
+@SETTINGS
+@given(text=st.text(alphabet="alst0123456789-, ", max_size=12))
+def test_the_analysis_positions_parser_parses_or_raises_steerlab_error(text):
+    from steerlab.cli.analysis import _positions
+
+    got = _loads_or_steerlab_error(_positions, text)
+    assert got is None or got in ("all", "last") or all(isinstance(p, int) for p in got)
+
+
+@SETTINGS
+@given(values=st.lists(st.text(alphabet="ab=./ ", max_size=8), max_size=4))
+def test_the_name_path_parser_parses_or_raises_steerlab_error(values):
+    from steerlab.cli.serve import named_paths
+
+    got = _loads_or_steerlab_error(named_paths, values, "--recipe")
+    assert got is None or all(k and v and k == k.strip() for k, v in got.items())
+
+
+@SETTINGS
+@given(value=json_values | st.floats() | st.lists(st.integers(-10**6, 10**6), max_size=3))
+def test_positions_and_strengths_in_python_build_or_raise_steerlab_error(value):
+    """Anything given as positions, alpha, angle, factor or clamp value: built and finite, or SteerlabError."""
+    from steerlab.activations.memory import check_positions
+    from steerlab.interventions.positions import parse_positions
+
+    _loads_or_steerlab_error(parse_positions, value)
+    _loads_or_steerlab_error(check_positions, value)
+    v = torch.ones(4)
+    for build in (lambda: sl.Add(v, alpha=value), lambda: sl.Rotate(v, angle=value), lambda: sl.Scale(value),
+                  lambda: sl.Clamp(v, value=value), lambda: sl.Add(v, positions=value)):
+        made = _loads_or_steerlab_error(build)
+        if made is not None:
+            numbers = [getattr(made, k) for k in ("alpha", "angle", "value") if hasattr(made, k)]
+            factor = getattr(made, "factor", None)
+            numbers += factor if isinstance(factor, list) else [] if factor is None else [factor]
+            assert all(math.isfinite(float(x)) for x in numbers)

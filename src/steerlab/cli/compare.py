@@ -18,7 +18,11 @@ from .common import DEVICE, DTYPE, MODEL, console, err, fail
 
 
 def parse_strengths(text: str | None, known: list[str]) -> dict[str, list[float]]:
-    """``"add=0,2,4;pca=0,8"`` -> ``{"add": [0, 2, 4], "pca": [0, 8]}``."""
+    """``"add=0,2,4;pca=0,8"`` -> ``{"add": [0, 2, 4], "pca": [0, 8]}`` (finite, at most 1e4 in size)."""
+    import math
+
+    from ..interventions.base import MAX_STRENGTH
+
     out: dict[str, list[float]] = {}
     if not text:
         return out
@@ -36,6 +40,10 @@ def parse_strengths(text: str | None, known: list[str]) -> dict[str, list[float]
             raise SteerlabError(f"--strengths {part.strip()!r}: values must be numbers, e.g. add=0,2,4") from None
         if not out[name]:
             raise SteerlabError(f"--strengths {part.strip()!r} gives no values")
+        bad = [v for v in out[name] if not math.isfinite(v) or abs(v) > MAX_STRENGTH]
+        if bad:
+            raise SteerlabError(f"--strengths {part.strip()!r}: {bad[0]!r} is not allowed; give finite numbers of at "
+                                f"most {MAX_STRENGTH:g} in size")
     return out
 
 

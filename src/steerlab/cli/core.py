@@ -78,6 +78,11 @@ def demo(
         fail(f"--strengths {strengths!r} must be comma-separated numbers, e.g. -2,0,2")
     if not values:
         fail("--strengths is empty; give e.g. -2,0,2")
+    for value in values:
+        common.check_number(value, "--strengths", -MAX_ALPHA, MAX_ALPHA)
+    common.check_count(prompts, "--prompts")
+    common.check_count(max_new_tokens, "--max-new-tokens")
+    common.check_count(layers, "--k-layers")
     started = time.perf_counter()
     result = run_demo(n_prompts=prompts, strengths=values, max_new_tokens=max_new_tokens, k_layers=layers,
                       log=lambda m: err.print(f"[dim]{m}[/]"))

@@ -74,6 +74,13 @@ def serve(
     if not 0 < port < 65536:
         fail(f"--port {port} must be between 1 and 65535")
     recipes, directions = named_paths(recipe, "--recipe"), named_paths(direction, "--direction")
+    from ..directions.direction import Direction
+    from ..interventions.steering import Steering
+
+    for path in recipes.values():  # read (and check) every file before the model loads
+        Steering.load(path)
+    for path in directions.values():
+        Direction.load(path)
     m = common.load_model(model, dtype, device)
     registry = Registry.from_files(m, dict(recipes), dict(directions))
     limits = Limits(max_body_bytes=max_body_bytes, max_tokens=max_tokens, default_max_tokens=min(128, max_tokens),

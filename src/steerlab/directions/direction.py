@@ -52,6 +52,9 @@ class Direction:
             raise ShapeError(f"Direction vectors have different widths {sorted(widths)}")
         self.vectors: dict[int, torch.Tensor] = {int(k): v.detach().float().cpu().flatten() for k, v in
                                                  sorted(vectors.items())}
+        for layer, v in self.vectors.items():
+            if not bool(torch.isfinite(v).all()):
+                raise SteerlabError(f"Direction vector of layer {layer} holds NaN or infinite values")
         self.meta: dict[str, Any] = dict(meta or {})
         self.meta.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         from .. import __version__

@@ -115,6 +115,9 @@ def _string(reader: Any, key: str) -> str | None:
 def direction_to_gguf(direction: Direction, path: str | os.PathLike[str], layers: int | Iterable[int] | None = None,
                       alpha: float = 1.0, model_hint: str | None = None) -> Path:
     """Write ``alpha * direction[layer]`` for ``layers`` (default: every layer held except 0)."""
+    from ..interventions.base import finite
+
+    alpha = finite(alpha, "alpha")
     held = direction.layers
     if layers is None:
         chosen = [layer for layer in held if layer >= 1]

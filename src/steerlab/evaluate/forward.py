@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import torch
 
+from ..errors import SteerlabError
 from ..models.forward import Layout, recipes_for, steered
-from ..models.tokens import pad_id
+from ..models.tokens import check_context, pad_id
 
 
 def continuation_logprobs(model, prompt_ids: list[list[int]], continuation_ids: list[list[int]], steering=None,
@@ -25,8 +26,11 @@ def continuation_logprobs(model, prompt_ids: list[list[int]], continuation_ids: 
     """
     n = len(prompt_ids)
     if len(continuation_ids) != n:
-        raise ValueError("prompt_ids and continuation_ids must have one entry per row")
-    recipes = recipes_for(model, steering, n)
+        raise SteerlabError("prompt_ids and continuation_ids must have one entry per row")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SteerlabError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_context(model, [p + c for p, c in zip(prompt_ids, continuation_ids)], what="prompt and continuation")
+    recipes = recipes_for(model, steering, n, [len(p) for p in prompt_ids])
     pad = pad_id(model.tokenizer)
     for begin in range(0, n, batch_size):
         rows = list(range(begin, min(begin + batch_size, n)))

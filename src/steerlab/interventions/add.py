@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..sites import Site
-from .base import Intervention, Layers, Params, Positions, Static, VectorLike, at_layer, check_width, numel
+from .base import Intervention, Layers, Params, Positions, Static, VectorLike, at_layer, check_width, finite, numel
 
 
 class Add(Intervention):
@@ -24,7 +24,7 @@ class Add(Intervention):
                  positions: Positions = "all", norm_match: bool = False):
         super().__init__(layers=layers, site=site, positions=positions)
         self.vector = self._tensor_arg(vector, "Add vector")
-        self.alpha = float(alpha)
+        self.alpha = finite(alpha, "Add alpha")
         self.norm_match = bool(norm_match)
 
     @property

@@ -9,6 +9,7 @@ the math shares.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeAlias
 import numpy as np
 import torch
 
+from .. import io
 from ..errors import DataError, ShapeError, SteerlabError
 from ..sites import GLOBAL_KINDS, Site, check_kind, normalize_layers, parse_site
 from .positions import PositionSpec, StepContext, describe_positions, parse_positions
@@ -48,6 +50,24 @@ class LayeredVectors(Protocol):
 VectorLike: TypeAlias = ArrayLike | Mapping[int, ArrayLike] | LayeredVectors
 
 
+#: the largest strength (``alpha``, a ``Scale`` factor, an angle in degrees) an intervention takes;
+#: past it a model only degenerates, so a larger one is a typo (the CLI's ``--alpha`` limit too)
+MAX_STRENGTH = 1e4
+#: the largest entry of a vector, or a value compared with a projection (the loaders' limit)
+MAX_VALUE = io.MAX_MAGNITUDE
+
+
+def finite(value: object, what: str, limit: float = MAX_STRENGTH) -> float:
+    """``value`` as a float if it is a finite number no larger than ``limit`` in size; one clear error otherwise."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError):
+        raise SteerlabError(f"{what}={value!r} must be a number") from None
+    if isinstance(value, bool) or not math.isfinite(number) or abs(number) > limit:
+        raise SteerlabError(f"{what}={value!r} is not allowed; give a finite number of at most {limit:g} in size")
+    return number
+
+
 def describe_layers(layers: Layers) -> int | str | list[int] | None:
     """The JSON-friendly form of a layers argument."""
     if layers is None or isinstance(layers, (int, str)):
@@ -56,23 +76,25 @@ def describe_layers(layers: Layers) -> int | str | list[int] | None:
 
 
 def as_tensor(value: object, what: str) -> torch.Tensor:
-    """A float tensor from a tensor, numpy array or list; a clear error otherwise."""
+    """A float tensor from a tensor, numpy array or list, every entry finite and at most ``MAX_VALUE``
+    in size; a clear error otherwise."""
     if isinstance(value, torch.Tensor):
-        return value.detach()
+        return io.check_finite(value.detach(), what, MAX_VALUE)
     try:
-        return torch.as_tensor(value, dtype=torch.float32)
+        tensor = torch.as_tensor(value, dtype=torch.float32)
     except (TypeError, ValueError, RuntimeError):
         raise SteerlabError(f"{what} must be a tensor or an array of numbers, got {type(value).__name__}") from None
+    return io.check_finite(tensor, what, MAX_VALUE)
 
 
 def per_layer(value: VectorLike, what: str) -> PerLayer:
     """Accept one tensor (the same at every layer), a ``{layer: tensor}`` dict, or a Direction-like
     object (``.layers`` and ``obj[layer]``), and return a tensor or a dict of tensors."""
     if isinstance(value, Mapping):
-        return {int(k): as_tensor(v, what) for k, v in value.items()}
+        return {int(k): as_tensor(v, f"{what} (layer {k})") for k, v in value.items()}
     if hasattr(value, "layers") and hasattr(value, "__getitem__") and not isinstance(value, torch.Tensor):
         layered: Any = value
-        return {int(layer): as_tensor(layered[layer], what) for layer in layered.layers}
+        return {int(layer): as_tensor(layered[layer], f"{what} (layer {layer})") for layer in layered.layers}
     return as_tensor(value, what)
 
 

@@ -8,7 +8,20 @@ import torch
 
 from ..errors import SteerlabError
 from ..sites import Site
-from .base import Intervention, Layers, Params, Positions, VectorLike, at_layer, check_width, dot, numel, unit
+from .base import (
+    MAX_VALUE,
+    Intervention,
+    Layers,
+    Params,
+    Positions,
+    VectorLike,
+    at_layer,
+    check_width,
+    dot,
+    finite,
+    numel,
+    unit,
+)
 
 
 class Clamp(Intervention):
@@ -22,6 +35,8 @@ class Clamp(Intervention):
                  site: str = "resid_post", positions: Positions = "all", min: float | None = None,
                  max: float | None = None):
         super().__init__(layers=layers, site=site, positions=positions)
+        value, min, max = (None if v is None else finite(v, f"Clamp {name}", MAX_VALUE)
+                           for name, v in (("value", value), ("min", min), ("max", max)))
         if value is None and min is None and max is None:
             raise SteerlabError("Clamp needs value=, or min= and/or max=")
         if value is not None and (min is not None or max is not None):

@@ -23,7 +23,19 @@ import torch
 
 from ..errors import SteerlabError
 from ..sites import Site, check_kind, normalize_layers
-from .base import Capabilities, Intervention, Params, VectorLike, at_layer, check_width, intervention_class, numel, unit
+from .base import (
+    MAX_VALUE,
+    Capabilities,
+    Intervention,
+    Params,
+    VectorLike,
+    at_layer,
+    check_width,
+    finite,
+    intervention_class,
+    numel,
+    unit,
+)
 
 METRICS = ("cast", "cosine", "projection")
 AGGREGATES = ("mean", "last")
@@ -53,7 +65,7 @@ class Conditional(Intervention):
         self.condition = self._tensor_arg(condition, "Conditional condition")
         self.condition_layer = int(layer)
         self.condition_kind = check_kind(site)
-        self.threshold = float(threshold)
+        self.threshold = finite(threshold, "Conditional threshold", MAX_VALUE)
         self.comparator = comparator
         self.metric = metric
         self.aggregate = aggregate

@@ -9,14 +9,18 @@ already in the KV cache, ``start[b]`` is where row ``b``'s real tokens begin (le
 - ``"generated"``: generated tokens only (the prompt's logits are untouched).
 - ``"last"``: the last prompt token and every generated token, i.e. the newest token of each
   decoding step (with the KV cache each is touched exactly once, at its own step).
-- explicit indices (an int or a list of ints): prompt-relative positions, ``0`` the first real token,
-  negatives counting back from the end of the prompt (``-1`` is the last prompt token).
+- explicit indices (an int or a list of ints): prompt tokens, ``0`` the first real token, negatives
+  counting back from the end of the prompt (``-1`` is the last prompt token). An index reaches a
+  prompt of ``n`` tokens when ``-n <= index < n``; a prompt it does not reach is left untouched at
+  that index, and an index that reaches none of the prompts its recipe steers is an error
+  (``check_reach``), never a silent no-op. Generated tokens are never selected by an index.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import torch
 
@@ -50,6 +54,39 @@ def parse_positions(positions: object) -> PositionSpec:
 def describe_positions(spec: PositionSpec) -> str | list[int]:
     """The JSON-friendly form of a position spec (a string or a list of ints)."""
     return spec if isinstance(spec, str) else list(spec)
+
+
+def reaches(index: int, length: int) -> bool:
+    """Whether the explicit position ``index`` is a token of a prompt of ``length`` tokens."""
+    return -length <= index < length
+
+
+def check_reach(recipes: Sequence[Iterable[Any] | None], lengths: Sequence[int]) -> None:
+    """Refuse explicit positions that lie outside every prompt their recipe steers.
+
+    ``recipes`` has one recipe (an iterable of interventions) or None per prompt and ``lengths`` each
+    prompt's token count. Rows sharing a recipe object are pooled: an index steers the prompts it
+    reaches and leaves the others alone; one that reaches none of them would steer nothing, so it
+    raises ``SteerlabError`` naming the index and the prompts' lengths.
+    """
+    pooled: dict[int, tuple[Iterable[Any], list[int]]] = {}
+    for recipe, length in zip(recipes, lengths):
+        if recipe is not None:
+            pooled.setdefault(id(recipe), (recipe, []))[1].append(int(length))
+    for recipe, sizes in pooled.values():
+        for number, item in enumerate(recipe):
+            spec = getattr(item, "positions", None)
+            if not isinstance(spec, tuple):
+                continue
+            missed = [p for p in spec if not any(reaches(p, n) for n in sizes)]
+            if missed:
+                low, high = min(sizes), max(sizes)
+                span = f"{low} tokens" if low == high else f"{low} to {high} tokens"
+                many = "the prompt" if len(sizes) == 1 else f"all {len(sizes)} prompts"
+                raise SteerlabError(
+                    f"positions={describe_positions(spec)!r} of {type(item).__name__} (intervention {number} of "
+                    f"the recipe): index {missed[0]} lies outside {many} it steers ({span}), so it would steer "
+                    f"nothing; an index counts prompt tokens, 0 to n-1 from the start or -1 to -n from the end")
 
 
 @dataclass
@@ -134,8 +171,8 @@ class StepContext:
             mask = (idx >= end - 1).expand(self.batch, -1)
         elif isinstance(spec, tuple):
             mask = torch.zeros(self.batch, self.width, dtype=torch.bool, device=self.device)
-            for p in spec:
-                mask |= (idx - start == p) if p >= 0 else (idx == end + p)
+            for p in spec:  # a prompt token only: an index past a short prompt selects nothing in that row
+                mask |= ((idx - start == p) & (idx < end)) if p >= 0 else ((idx == end + p) & (idx >= start))
         else:
             raise SteerlabError(f"positions={spec!r} is not a position spec")
         self.memo[key] = mask

@@ -22,7 +22,21 @@ import torch
 
 from ..errors import SteerlabError
 from ..sites import Site
-from .base import Intervention, Layers, Params, Positions, Static, VectorLike, at_layer, check_width, dot, numel, unit
+from .base import (
+    MAX_VALUE,
+    Intervention,
+    Layers,
+    Params,
+    Positions,
+    Static,
+    VectorLike,
+    at_layer,
+    check_width,
+    dot,
+    finite,
+    numel,
+    unit,
+)
 
 MODES = ("relative", "absolute")
 
@@ -44,10 +58,10 @@ class Rotate(Intervention):
             raise SteerlabError("Rotate(adaptive=True) needs a plane (b2); the adaptive mask is defined on a fixed plane")
         self.direction = self._tensor_arg(direction, "Rotate direction")
         self.plane = None if plane is None else self._tensor_arg(plane, "Rotate plane")
-        self.angle = float(angle)
+        self.angle = finite(angle, "Rotate angle")
         self.mode = mode
         self.adaptive = bool(adaptive)
-        self.threshold = float(threshold)
+        self.threshold = finite(threshold, "Rotate threshold", MAX_VALUE)
 
     @property
     def affine(self) -> bool:

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import SteerlabError
 from ..sites import Site
-from .base import Intervention, Layers, Params, Positions, Static, as_tensor, masked
+from .base import Intervention, Layers, Params, Positions, Static, as_tensor, finite, masked
 
 
 class Scale(Intervention):
@@ -28,7 +28,11 @@ class Scale(Intervention):
                  site: str = "resid_post", positions: Positions = "all", index: int | Iterable[int] | None = None,
                  renorm: bool = False):
         super().__init__(layers=layers, site=site, positions=positions)
-        self.factor = factor if isinstance(factor, (int, float)) else [float(f) for f in as_tensor(factor, "Scale factor").flatten()]
+        if isinstance(factor, (int, float)):
+            finite(factor, "Scale factor")
+            self.factor: float | list[float] = factor
+        else:
+            self.factor = [finite(f, "Scale factor") for f in as_tensor(factor, "Scale factor").flatten().tolist()]
         if index is not None:
             index = [int(index)] if isinstance(index, int) else [int(i) for i in index]
             if isinstance(self.factor, list) and len(self.factor) != len(index):

@@ -13,21 +13,34 @@ from .. import io
 from ..activations import Activations, ShardWriter, texts_hash
 from ..activations.memory import check_positions
 from ..errors import SteerlabError
-from ..interventions.positions import StepContext
+from ..interventions.positions import StepContext, reaches
 from ..progress import bar
 from ..sites import Site, expand_sites
 from .forward import Layout, recipes_for, steered
 from .hooks import StopForward
-from .tokens import Batch, check_texts, encode, pad, pad_id
+from .tokens import Batch, check_context, check_texts, encode, pad, pad_id
+
+
+def check_inputs(model, texts: list[str], ids: list[list[int]], positions: str | int | list[int]) -> None:
+    """Before any forward pass: every text fits the context and every explicit position is a token of
+    every text (a capture returns one row per text and index, so it cannot skip a short text)."""
+    check_context(model, ids, texts)
+    if isinstance(positions, str):
+        return
+    shortest = min(range(len(ids)), key=lambda i: len(ids[i]))
+    n = len(ids[shortest])
+    wanted = [positions] if isinstance(positions, int) else positions
+    outside = [p for p in wanted if not reaches(p, n)]
+    if outside:
+        raise SteerlabError(f"positions={positions!r}: index {outside[0]} lies outside texts[{shortest}] "
+                            f"({texts[shortest][:40]!r}), which has {n} tokens; a capture needs an index every "
+                            f"text has, from {-n} to {n - 1}")
 
 
 def _token_index(batch: Batch, positions: int | list[int]) -> torch.Tensor:
-    """Padded index ``[B]`` (an int) or ``[B, k]`` (a list) of explicit positions in each row."""
+    """Padded index ``[B]`` (an int) or ``[B, k]`` (a list) of explicit positions in each row (``check_inputs``
+    has made sure every row has them)."""
     wanted = torch.tensor([positions] if isinstance(positions, int) else positions, device=batch.end.device)
-    short = [p for p in wanted.tolist() if not -int(batch.lengths.min()) <= p < int(batch.lengths.min())]
-    if short:
-        raise SteerlabError(f"positions={positions!r}: index {short[0]} is outside a text of "
-                            f"{int(batch.lengths.min())} tokens; use indices every text has")
     index = torch.where(wanted[None] >= 0, batch.start[:, None] + wanted[None], batch.end[:, None] + wanted[None])
     return index[:, 0] if isinstance(positions, int) else index
 
@@ -103,10 +116,11 @@ def capture(model, texts, sites="resid_post", layers=None, positions="last", cha
     bound = model.bound
     site_list = expand_sites(sites, layers, bound.n_layers)
     names = [s.name for s in site_list]
-    recipes = recipes_for(model, steering, len(texts))
+    ids = encode(model.tokenizer, texts, chat)
+    check_inputs(model, texts, ids, positions)
+    recipes = recipes_for(model, steering, len(texts), [len(i) for i in ids])
     deepest = max(site_list, key=lambda s: s.depth(bound.n_layers))
     stop_after = None if deepest.kind == "logits" else deepest
-    ids = encode(model.tokenizer, texts, chat)
     batches = plan_batches(ids, batch_size)
     writer = None
     if out is not None:

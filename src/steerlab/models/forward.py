@@ -28,7 +28,7 @@ import torch
 
 from ..errors import SteerlabError
 from ..interventions.plan import SteeringArg, build_plan, rows_of
-from ..interventions.positions import StepContext
+from ..interventions.positions import StepContext, check_reach
 from ..interventions.steering import Steering
 from ..sites import Site
 from .hooks import HookSession, SiteOp, shape_of
@@ -124,12 +124,16 @@ class Tracker:
                 f"(expected {expected[real].tolist()}, got {position_ids[:, -1][real].tolist()})")
 
 
-def recipes_for(model: Model, steering: SteeringArg, n: int) -> list[Steering | None]:
+def recipes_for(model: Model, steering: SteeringArg, n: int,
+                lengths: Sequence[int] | None = None) -> list[Steering | None]:
     """``steering`` (None, one recipe or intervention, or one per row) as one entry per row, each
-    distinct recipe checked against ``model``."""
+    distinct recipe checked against ``model``; with the prompts' token counts ``lengths``, explicit
+    positions that reach none of the prompts their recipe steers are refused (``check_reach``)."""
     recipes = rows_of(steering, n)
     for recipe in {id(r): r for r in recipes if r is not None}.values():
         recipe.check_model(model.fingerprint)
+    if lengths is not None:
+        check_reach(recipes, lengths)
     return recipes
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -12,7 +13,7 @@ from ..errors import SteerlabError
 from ..sites import Site
 from .forward import Decoding, Layout, recipes_for, steered
 from .hooks import SiteOp
-from .tokens import check_texts, encode, has_chat_template, pad, pad_id
+from .tokens import check_context, check_texts, encode, has_chat_template, pad, pad_id
 
 
 @dataclass
@@ -63,6 +64,17 @@ def _compiling(enabled: bool):
     return torch._dynamo.config.patch(allow_unspec_int_on_nn_module=True, recompile_limit=64)
 
 
+def _check_sampling(temperature: float, top_p: float, top_k: int | None) -> None:
+    """Sampling settings transformers would reject with a traceback (or accept and sample garbage)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            math.isfinite(temperature) and 0 < temperature <= 1e4):
+        raise SteerlabError(f"temperature={temperature!r} is not allowed; give a finite number above 0 (at most 1e4)")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise SteerlabError(f"top_p={top_p!r} is not allowed; give a number above 0 and at most 1")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise SteerlabError(f"top_k={top_k!r} is not allowed; give a positive integer or None")
+
+
 def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample: bool = False, chat=None,
              seed: int | None = None, temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
              use_cache: bool = True, system: str | None = None, compile: bool = False,
@@ -81,14 +93,17 @@ def generate(model, prompts, steering=None, max_new_tokens: int = 64, do_sample:
     prompts = check_texts(prompts, "prompts")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise SteerlabError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if do_sample:
+        _check_sampling(temperature, top_p, top_k)
     if chat is None:
         chat = has_chat_template(model.tokenizer)
     unsupported = sorted(set(generate_kwargs) & UNSUPPORTED)
     if unsupported:
         raise SteerlabError(f"generate does not support {', '.join(unsupported)}: steering needs one row per prompt "
                             "and a KV cache that only grows")
-    recipes = recipes_for(model, steering, len(prompts))
     ids = encode(model.tokenizer, prompts, chat, system)
+    check_context(model, ids, prompts, extra=max_new_tokens, what="prompts")
+    recipes = recipes_for(model, steering, len(prompts), [len(i) for i in ids])
     batch = pad(ids, pad_id(model.tokenizer), "left", model.device)
     layout = Layout(start=batch.start, prompt_end=batch.end, generating=True)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 
+from ..errors import SteerlabError
 from ..interventions.plan import SteeringArg
 from ..progress import bar
 from ..sites import GLOBAL_KINDS, LAYER_KINDS, Site
@@ -18,7 +19,7 @@ from .adapters import adapter_for, bind
 from .forward import Layout, recipes_for, steered
 from .generate import GenerationResult
 from .hooks import shape_of
-from .tokens import check_texts, encode, pad, pad_id
+from .tokens import check_context, check_texts, encode, pad, pad_id
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -115,8 +116,11 @@ class Model:
                progress: bool | None = None) -> torch.Tensor:
         """Next-token logits at each text's last token, ``[n_texts, vocab]`` (float32, CPU)."""
         texts = check_texts(texts)
-        recipes = recipes_for(self, steering, len(texts))
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise SteerlabError(f"batch_size must be a positive integer, got {batch_size!r}")
         ids = encode(self.tokenizer, texts, chat)
+        check_context(self, ids, texts)
+        recipes = recipes_for(self, steering, len(texts), [len(i) for i in ids])
         out = []
         with bar("logits", (len(texts) + batch_size - 1) // batch_size, progress) as advance:
             for begin in range(0, len(texts), batch_size):

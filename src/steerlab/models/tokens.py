@@ -55,6 +55,40 @@ def encode(tokenizer, texts: list[str], chat: bool, system: str | None = None) -
     return ids
 
 
+def context_length(model) -> int | None:
+    """The most positions ``model`` was made for (``max_position_embeddings`` or GPT-2's ``n_positions``)."""
+    config = model.hf_model.config
+    for part in (config, getattr(config, "text_config", None)):
+        for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+            value = getattr(part, attr, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None
+
+
+def check_context(model, ids: list[list[int]], texts: list[str] | None = None, extra: int = 0,
+                  what: str = "texts", more: str = "max_new_tokens") -> None:
+    """Refuse a text whose tokens (plus ``extra`` tokens to come) do not fit ``model``'s context.
+
+    steerlab never truncates: a prompt cut silently would be steered and read as if whole. The
+    error names the longest text, its length and the limit.
+    """
+    limit = context_length(model)
+    if limit is None or not ids:
+        return
+    longest = max(range(len(ids)), key=lambda i: len(ids[i]))
+    n = len(ids[longest])
+    if n + extra <= limit:
+        return
+    preview = "" if texts is None else f" ({texts[longest][:40]!r}...)"
+    name = getattr(model, "name", "the model")
+    if n > limit:
+        raise SteerlabError(f"{what}[{longest}]{preview} has {n} tokens, more than {name}'s context of {limit} "
+                            "tokens; shorten it (steerlab does not truncate)")
+    raise SteerlabError(f"{what}[{longest}]{preview} has {n} tokens and {more}={extra} would take it to {n + extra}, "
+                        f"past {name}'s context of {limit} tokens; shorten it or lower {more}")
+
+
 @dataclass
 class Batch:
     """A padded batch: ``input_ids``/``attention_mask`` ``[B, T]``; ``start``/``end`` the real tokens' span."""

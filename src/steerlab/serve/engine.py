@@ -192,7 +192,7 @@ class TransformersEngine:
             raise SteerlabError(f"read={unknown[0]!r} is not a registered direction or probe; known: "
                                 f"{', '.join(sorted(self.readouts)) or 'none'}")
         if job.steering is not None:
-            (recipe,) = recipes_for(self.model, job.steering, 1)
+            (recipe,) = recipes_for(self.model, job.steering, 1, [len(job.prompt_ids)])
             bound = self.model.bound
             build_plan([recipe], 1, bound.n_layers, lambda s: shape_of(bound, s), next(self.model.hf_model.parameters()))
 

@@ -22,7 +22,7 @@ from ...activations import ShardWriter
 from ...activations.store import DiskActivations
 from ...errors import SteerlabError
 from ...interventions.steering import Steering
-from ...models.capture import plan_batches, resume_key, shard_tensors
+from ...models.capture import check_inputs, plan_batches, resume_key, shard_tensors
 from ...models.forward import recipes_for
 from ...models.tokens import check_texts, encode
 from ...sites import expand_sites
@@ -81,8 +81,10 @@ def capture(load: Loader | str, texts: list[str], out: str | os.PathLike[str], s
     texts = check_texts(texts)
     model = load()
     names = [s.name for s in expand_sites(sites, layers, model.bound.n_layers)]
-    batches = plan_batches(encode(model.tokenizer, texts, chat), batch_size)
-    recipes = recipes_for(model, steering, len(texts))  # checks the recipe against the model
+    ids = encode(model.tokenizer, texts, chat)
+    check_inputs(model, texts, ids, positions)  # before any actor starts
+    batches = plan_batches(ids, batch_size)
+    recipes = recipes_for(model, steering, len(texts), [len(i) for i in ids])  # checks the recipe against the model
     writer = ShardWriter(out, sites=names, positions=positions, n_texts=len(texts),
                          key=resume_key(model, texts, chat, batch_size, recipes), meta={"model": model.name},
                          total=len(batches))

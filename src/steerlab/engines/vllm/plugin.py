@@ -6,7 +6,8 @@ processes, ``vllm serve`` and Ray replicas included). It wraps two of vLLM's met
 - the model runner's ``load_model``: once the model is loaded, hooks are attached to its decoder
   layers (see ``hooks.py``) and driven by a ``Steerer`` reading each request's ``extra_args``;
 - the front end's ``process_inputs``: a request's steerlab ask is checked there (a recipe that
-  cannot be applied is refused with a ``ValueError`` before it runs, never run unsteered) and its
+  cannot be applied, or whose explicit positions lie outside the prompt, is refused with a
+  ``ValueError`` before it runs, never run unsteered) and its
   prefix-cache salt is set from the recipe's fingerprint.
 
 Hooks need eager layers: run vLLM with ``enforce_eager=True`` (CUDA graphs would skip them).
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from ...errors import SteerlabError
+from ...interventions.positions import check_reach
 from .request import cache_salt, parse
 
 log = logging.getLogger("steerlab.vllm")
@@ -63,11 +65,17 @@ def _process_inputs(original: Any, self: Any, request_id: str, prompt: Any, para
                     **kwargs: Any) -> Any:
     extra = getattr(params, "extra_args", None)
     try:
-        parse(extra)
+        ask = parse(extra)
         salt = cache_salt(extra)
     except SteerlabError as e:  # vLLM answers ValueError with a 400 / raises it from LLM.generate
         raise ValueError(f"steerlab: {e}") from None
     request = original(self, request_id, prompt, params, *args, **kwargs)
+    ids = getattr(request, "prompt_token_ids", None)
+    if ask is not None and ask.steering is not None and ids is not None:
+        try:  # the prompt is tokenised now: an explicit position must be one of its tokens
+            check_reach([ask.steering], [len(ids)])
+        except SteerlabError as e:
+            raise ValueError(f"steerlab: {e}") from None
     if salt is not None:
         old = getattr(request, "cache_salt", None)
         request.cache_salt = salt if not old else f"{old}|{salt}"
