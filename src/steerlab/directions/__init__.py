@@ -8,6 +8,7 @@
 The ``*_from`` functions run the same math on precomputed tensors ``[n, n_layers, d]``;
 ``capture_pairs`` captures a contrastive set once for several methods (pass it as ``acts=``).
 Directions travel as llama.cpp control vectors with ``Direction.to_gguf`` / ``from_gguf``.
+``transfer`` carries a direction from one model into another through a fitted low-rank linear map.
 """
 
 from .capture_pairs import DIRECTION_POSITIONS, DIRECTION_SITES, PairActivations, capture_pairs
@@ -17,9 +18,10 @@ from .methods import mean_diff, pca, probe, probe_score
 from .probe import Probe, as_probe
 from .select import recommend_layers
 from .sweep import sweep, sweep_from
+from . import transfer  # noqa: E402  (a submodule: sl.directions.transfer.fit, .LinearMap)
 
 __all__ = [
     "DIRECTION_POSITIONS", "DIRECTION_SITES", "Direction", "PCAFit", "PairActivations", "Probe", "ProbeFit",
     "as_probe", "capture_pairs", "class_alignment", "cohens_d", "mean_diff", "mean_diff_from", "pca", "pca_from",
-    "probe", "probe_from", "probe_score", "recommend_layers", "split_indices", "sweep", "sweep_from",
+    "probe", "probe_from", "probe_score", "recommend_layers", "split_indices", "sweep", "sweep_from", "transfer",
 ]
