@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_model
 
 import steerlab as sl
 from steerlab.directions import transfer
+from tiny import tiny_model
 
 
 def planted(n: int = 240, d_x: int = 20, d_y: int = 12, rank: int = 3, noise: float = 0.3, seed: int = 0):
@@ -38,7 +38,7 @@ def reference_r2(a, mx, my, x, y) -> float:
 
 def test_least_squares_matches_the_pseudo_inverse_and_recovers_a_planted_map():
     x, y, a_true = planted(noise=0.0)
-    a, mx, my = transfer.least_squares(x, y, ridge=0.0)
+    a, _, my = transfer.least_squares(x, y, ridge=0.0)
     ref, _, _ = reference_fit(x, y, rank=12)
     torch.testing.assert_close(a, ref, rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(a, a_true, rtol=1e-8, atol=1e-8)  # noiseless: exact recovery
@@ -79,6 +79,17 @@ def test_fit_from_picks_the_planted_layer_pair():
     assert (m.source_layer, m.target_layer, m.rank) == (1, 4, 3)
     assert len(m.scores) == 3 * 2 * 3
     assert max(r["r2"] for r in m.scores if (r["source_layer"], r["target_layer"]) != (1, 4)) < 0.1 < m.r2
+
+
+def test_default_target_layers_are_those_of_similar_depth():
+    class Fake:
+        def __init__(self, n):
+            self.n_layers = n
+
+    # source layer 14 of 30 sits at depth 15/30 = 0.5; target layer t of 18 at (t + 1)/18
+    want = [t for t in range(18) if abs((t + 1) / 18 - 0.5) <= 0.2]
+    assert transfer.depth_band(Fake(30), Fake(18), [14], band=0.2) == want == list(range(5, 12))
+    assert transfer.depth_band(Fake(30), Fake(18), [0, 29], band=0.05) == [0, 17]
 
 
 def test_split_keeps_each_text_whole():
@@ -137,7 +148,7 @@ def test_a_model_mapped_onto_itself_gives_the_identity():
     """Source = target: the best map is the same layer at full rank, R² ≈ 1, a direction maps onto itself."""
     model = tiny_model("llama", seed=3)
     texts = sl.data.prompts("neutral")
-    m = transfer.fit(model, model, texts, source_layers=[1], target_layers=None, ranks=[8, 64], ridge=1e-6)
+    m = transfer.fit(model, model, texts, source_layers=[1], target_layers="all", ranks=[8, 64], ridge=1e-6)
     assert (m.source_layer, m.target_layer, m.rank) == (1, 1, 64)
     assert m.r2 > 0.999
     pairs = sl.data.load("sentiment")

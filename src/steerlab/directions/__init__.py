@@ -11,6 +11,7 @@ Directions travel as llama.cpp control vectors with ``Direction.to_gguf`` / ``fr
 ``transfer`` carries a direction from one model into another through a fitted low-rank linear map.
 """
 
+from . import transfer  # a submodule: sl.directions.transfer.fit, .LinearMap
 from .capture_pairs import DIRECTION_POSITIONS, DIRECTION_SITES, PairActivations, capture_pairs
 from .direction import Direction
 from .estimators import PCAFit, ProbeFit, class_alignment, cohens_d, mean_diff_from, pca_from, probe_from, split_indices
@@ -18,7 +19,6 @@ from .methods import mean_diff, pca, probe, probe_score
 from .probe import Probe, as_probe
 from .select import recommend_layers
 from .sweep import sweep, sweep_from
-from . import transfer  # noqa: E402  (a submodule: sl.directions.transfer.fit, .LinearMap)
 
 __all__ = [
     "DIRECTION_POSITIONS", "DIRECTION_SITES", "Direction", "PCAFit", "PairActivations", "Probe", "ProbeFit",

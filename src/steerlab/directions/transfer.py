@@ -12,7 +12,9 @@ becomes ``v_t = A v_s``, a ``Direction`` of the target model that every interven
 
 Paired samples (``positions``): ``"aligned"`` takes the tokens that end at the same character in
 both tokenizations (so models with different tokenizers pair up word by word), ``"last"`` each
-text's last token, ``"mean"`` each text's mean over tokens.
+text's last token, ``"mean"`` each text's mean over tokens. Target layers are by default those of
+similar relative depth (``depth_band``): R² alone favours the first layers, which mostly hold the
+token's own embedding.
 """
 
 from __future__ import annotations
@@ -255,8 +257,8 @@ class LinearMap:
         meta, scores = doc.get("meta", {}), doc.get("scores", [])
         if not isinstance(meta, dict) or not isinstance(scores, list):
             raise DataError(f"{folder / MARKER}: 'meta' must be an object and 'scores' a list")
-        return cls(t["left"], t["right"], t["source_mean"], t["target_mean"], ints["source_layer"],
-                   ints["target_layer"], float(doc["r2"]), meta, scores)
+        return cls(t["left"], t["right"], t["source_mean"], t["target_mean"], int(doc["source_layer"]),
+                   int(doc["target_layer"]), float(doc["r2"]), meta, scores)
 
     def __repr__(self) -> str:
         names = [(self.meta.get(k) or {}).get("name", "?") for k in ("source", "target")]
@@ -344,7 +346,7 @@ def _offsets(model: Model, text: str, n_tokens: int) -> list[tuple[int, int]]:
     if len(offsets) != n_tokens:
         raise DataError(f"{model.name!r} tokenised {text[:40]!r} into {len(offsets)} tokens with offsets but "
                         f"captured {n_tokens}; use positions='last' or 'mean'")
-    return offsets  # type: ignore[return-value]
+    return offsets
 
 
 def paired_activations(source: Model, target: Model, texts: Sequence[str], source_layers: Sequence[int],
@@ -381,9 +383,9 @@ def paired_activations(source: Model, target: Model, texts: Sequence[str], sourc
                                progress=False)
             if positions != "aligned":
                 for layer in source_layers:
-                    xs[layer].append(a[f"layers.{layer}.{site}"].float())
+                    xs[layer].append(torch.as_tensor(a[f"layers.{layer}.{site}"]).float())
                 for layer in target_layers:
-                    ys[layer].append(b[f"layers.{layer}.{site}"].float())
+                    ys[layer].append(torch.as_tensor(b[f"layers.{layer}.{site}"]).float())
                 groups.extend(range(begin, begin + len(part)))
                 advance()
                 continue
@@ -410,7 +412,7 @@ def paired_activations(source: Model, target: Model, texts: Sequence[str], sourc
 
 
 def _layers(model: Model, layers: int | Sequence[int] | None, arg: str) -> list[int]:
-    if layers is None or layers == "all":
+    if layers is None:
         return list(range(model.n_layers))
     chosen = [layers] if isinstance(layers, int) else list(layers)
     out = []
@@ -424,19 +426,41 @@ def _layers(model: Model, layers: int | Sequence[int] | None, arg: str) -> list[
     return sorted(set(out))
 
 
+def depth_band(source: Model, target: Model, source_layers: Sequence[int], band: float = 0.2) -> list[int]:
+    """Target layers whose relative depth ``(layer + 1) / n_layers`` is within ``band`` of a source layer's.
+
+    The default candidates of ``fit``: a map's R² is highest at the first layers, where a token's
+    activation is mostly its own embedding and is easy to predict from any model, but such a layer
+    carries little of what a mid-layer direction means; comparable depth keeps comparable features.
+    """
+    rel = [(layer + 1) / source.n_layers for layer in source_layers]
+    out = [t for t in range(target.n_layers) if any(abs((t + 1) / target.n_layers - r) <= band for r in rel)]
+    if not out:
+        raise SteerlabError(f"no target layer lies within band={band} of the source layers' depth; widen the band")
+    return out
+
+
 def fit(source: Model, target: Model, texts: Sequence[str], source_layers: int | Sequence[int] | None = None,
-        target_layers: int | Sequence[int] | None = None, ranks: Iterable[int] | None = None,
+        target_layers: int | Sequence[int] | str | None = None, ranks: Iterable[int] | None = None,
         positions: str = "aligned", per_text: int | None = 8, test: float = 0.2, seed: int = 0,
-        ridge: float = 1e-4, batch_size: int = 16, progress: bool | None = None) -> LinearMap:
+        ridge: float = 1e-4, band: float = 0.2, batch_size: int = 16, progress: bool | None = None) -> LinearMap:
     """Fit the source -> target map on ``texts`` (unlabeled; the same texts run through both models).
 
-    Every pair of ``source_layers`` x ``target_layers`` (default: all) and every rank in ``ranks``
+    Every pair of ``source_layers`` (default: all) x ``target_layers`` and every rank in ``ranks``
     (default 1, 2, 4, ... 256 and full) is scored by held-out R² on a ``test`` share of the texts;
-    the best is returned (``.scores`` has them all). Pass the layer your direction lives at as
-    ``source_layers`` and let the target layer be chosen. See the module doc for ``positions``.
+    the best is returned (``.scores`` has them all). ``target_layers=None`` tries the target layers
+    of similar relative depth (``depth_band`` with ``band``), ``"all"`` every layer. Pass the layer
+    your direction lives at as ``source_layers``. See the module doc for ``positions``.
     """
     s_layers = _layers(source, source_layers, "source_layers")
-    t_layers = _layers(target, target_layers, "target_layers")
+    if target_layers is None:
+        t_layers = depth_band(source, target, s_layers, band)
+    elif isinstance(target_layers, str):
+        if target_layers != "all":
+            raise SteerlabError(f"target_layers={target_layers!r}: give None (similar depth), 'all' or layer numbers")
+        t_layers = list(range(target.n_layers))
+    else:
+        t_layers = _layers(target, target_layers, "target_layers")
     xs, ys, groups = paired_activations(source, target, texts, s_layers, t_layers, positions, per_text, seed,
                                         batch_size, progress=progress)
     meta = {"source": source.fingerprint, "target": target.fingerprint, "positions": positions,
@@ -449,5 +473,5 @@ def load(path: str | os.PathLike[str]) -> LinearMap:
     return LinearMap.load(path)
 
 
-__all__ = ["DEFAULT_RANKS", "POSITIONS", "LinearMap", "aligned_tokens", "fit", "fit_from", "least_squares", "load",
+__all__ = ["DEFAULT_RANKS", "POSITIONS", "LinearMap", "aligned_tokens", "depth_band", "fit", "fit_from", "least_squares", "load",
            "paired_activations", "rank_r2", "split_groups", "truncate"]
