@@ -201,3 +201,59 @@ def test_end_to_end_on_two_tiny_models_of_different_widths(pair, tmp_path):
     other = sl.directions.mean_diff(target, sl.data.load("sentiment"), layers=[1])
     with pytest.raises(sl.SteerlabError, match="source layer 1|map's source|width"):
         m.map(other)
+
+
+# --- the command line -------------------------------------------------------------------------------
+def test_cli_help_has_examples():
+    from typer.testing import CliRunner
+
+    from steerlab.cli import app
+
+    for args in (["transfer", "--help"], ["transfer", "fit", "--help"], ["transfer", "map", "--help"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0 and "Example" in result.output and "steerlab transfer" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["fit", "-s", "smollm2", "-t", "smollm2", "-o", "x"], "--texts FILE"),
+    (["fit", "-s", "smollm2", "-t", "smollm2", "-o", "x", "--data", "sentiment", "--positions", "first"], "--positions"),
+    (["fit", "-s", "smollm2", "-t", "smollm2", "-o", "x", "--data", "sentiment", "--ranks", "a,b"], "--ranks"),
+    (["fit", "-s", "smollm2", "-t", "smollm2", "-o", "x", "--prompts", "nope"], "not a prompt set"),
+    (["fit", "-s", "smollm2", "-t", "smollm2", "-o", "x", "--data", "sentiment", "--source-layers", "1-x"], "layer list"),
+    (["map", "--map", "/no/such.transfer", "-d", "/no/d", "-o", "x"], "no transfer map"),
+])
+def test_cli_bad_input_is_one_line(args, message):
+    from typer.testing import CliRunner
+
+    from steerlab.cli import app
+
+    result = CliRunner().invoke(app, ["transfer", *args])
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
+
+
+def test_cli_fit_then_map(pair, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from steerlab.cli import app, common
+
+    source, target = pair
+    monkeypatch.setattr(common, "check_model_args", lambda *a, **k: None)
+    monkeypatch.setattr(common, "load_model", lambda name, *a, **k: {"src": source, "tgt": target}[name])
+    runner = CliRunner()
+    out = tmp_path / "m.transfer"
+    args = ["transfer", "fit", "-s", "src", "-t", "tgt", "--prompts", "neutral", "--source-layers", "1",
+            "--target-layers", "0,2", "--ranks", "4,16", "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    m = transfer.load(out)
+    assert m.source_layer == 1 and m.target_layer in (0, 2) and m.rank in (4, 16) and "chosen:" in result.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output
+    d = sl.directions.mean_diff(source, sl.data.load("sentiment"), layers=[1])
+    d.save(tmp_path / "d.direction")
+    result = runner.invoke(app, ["transfer", "map", "--map", str(out), "-d", str(tmp_path / "d.direction"),
+                                 "-o", str(tmp_path / "t.direction")])
+    assert result.exit_code == 0, result.output
+    mapped = sl.Direction.load(tmp_path / "t.direction", model=target)
+    torch.testing.assert_close(mapped[m.target_layer], m.map_vector(d[1]))
