@@ -189,6 +189,15 @@ def test_end_to_end_on_two_tiny_models_of_different_widths(pair, tmp_path):
                                                                   layers=[m.target_layer])]))
     assert (steered - plain).abs().max() > 1e-2
     torch.testing.assert_close(steered, by_hand)
+    # the other interventions take it too: ablation removes its component (checked on the captured site)
+    lt = m.target_layer
+    unit = mapped[lt] / mapped[lt].norm()
+    clean = target.capture(prompts, layers=[lt], positions="last")[f"layers.{lt}.resid_post"]
+    ablated = target.capture(prompts, layers=[lt], positions="last",
+                             steering=sl.Steering([sl.Ablate(mapped, layers=[lt])]))[f"layers.{lt}.resid_post"]
+    torch.testing.assert_close(ablated, clean - (clean @ unit)[:, None] * unit, rtol=1e-4, atol=1e-4)
+    for other in (sl.Clamp(mapped, value=3.0, layers=[lt]), sl.Rotate(mapped, angle=0.5, layers=[lt])):
+        assert (target.logits(prompts, steering=sl.Steering([other])) - plain).abs().max() > 1e-3
     # saved and loaded, the map maps the same; the mapped direction saves and loads for the target only
     back = transfer.load(m.save(tmp_path / "m.transfer"))
     torch.testing.assert_close(back.map(d)[m.target_layer], mapped[m.target_layer])
@@ -257,3 +266,23 @@ def test_cli_fit_then_map(pair, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     mapped = sl.Direction.load(tmp_path / "t.direction", model=target)
     torch.testing.assert_close(mapped[m.target_layer], m.map_vector(d[1]))
+
+
+def test_docs_python_block_runs_as_written(tmp_path, monkeypatch, smollm):
+    """docs/transfer.md's example, on the embedded pair (SmolLM2 from the shared fixture, Gemma-3-270M loaded)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "transfer.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) == 1
+    real_load = sl.load
+    monkeypatch.setattr(sl, "load", lambda name, *a, **k: smollm if name == "smollm2" else real_load(name, *a, **k))
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(blocks[0], "docs/transfer.md", "exec"), scope)  # noqa: S102 -- running the docs is the test
+    m = scope["m"]
+    assert m.source_layer == 14 and m.d_source == 576 and m.d_target == 640 and m.rank in (16, 64, 256)
+    assert scope["happy_gemma"].layers == [m.target_layer] and scope["happy_gemma"].d_model == 640
+    assert isinstance(scope["out"].texts[0], str)
+    assert transfer.load(tmp_path / "smollm-gemma.transfer").r2 == m.r2
