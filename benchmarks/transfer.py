@@ -132,6 +132,8 @@ def run_pair(source: sl.Model, target: sl.Model, names: tuple[str, str], args: a
     for concept, other in (("sentiment", "refusal"), ("refusal", "sentiment")):
         result["concepts"][concept]["control_cos_other_concept_transferred_vs_native"] = round(
             cos(transferred[other], native[concept]), 4)
+    if args.no_steering:
+        return result
     # steering at matched norm
     chat = getattr(target.tokenizer, "chat_template", None) is not None  # instruct: its template; base: raw text
     norm = token_norm(target, data["sentiment_prompts"], lt)
@@ -191,6 +193,10 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[0.125, 0.25, 0.5],
                         help="steering norm as a share of the layer's mean token norm")
     parser.add_argument("--pairs", default="smollm2:gemma3-270m,gemma3-270m:smollm2")
+    parser.add_argument("--strip-punct", action="store_true",
+                        help="control: drop the final . ? ! of the refusal prompts (HarmBench's end in a word, "
+                             "the harmless ones in punctuation, so the last token alone tells them apart)")
+    parser.add_argument("--no-steering", action="store_true", help="only the map, cosines and separations")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -216,6 +222,9 @@ def main() -> None:
         sets[name] = sl.data.ContrastiveSet(positive=[sentiment.positive[i] for i in part],
                                             negative=[sentiment.negative[i] for i in part])
     splits = sl.evaluate.refusal_prompts(64, 24, args.n_prompts, seed=0)
+    if args.strip_punct:
+        splits = {k: {side: [t.rstrip().rstrip(".?!") for t in texts] for side, texts in v.items()}
+                  for k, v in splits.items()}
     data = {
         "fit": fit_texts, "r2": r2_texts,
         "sentiment": sets,
