@@ -96,15 +96,18 @@ def tiny_config(family: str):
     raise ValueError(family)
 
 
-def tiny_model(family: str, seed: int = 0, tied: bool | None = None) -> sl.Model:
+def tiny_model(family: str, seed: int = 0, tied: bool | None = None, hidden_size: int | None = None) -> sl.Model:
     """A steerlab Model around a freshly initialised tiny transformers model of ``family``
-    (``tied`` overrides whether the unembedding shares the embedding's weights)."""
+    (``tied`` overrides whether the unembedding shares the embedding's weights; ``hidden_size``
+    the width, 64 by default, for families configured with ``hidden_size``)."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     config = tiny_config(family)
     if tied is not None:
         config.tie_word_embeddings = tied
+    if hidden_size is not None:
+        config.hidden_size = hidden_size
     hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
     # Larger random weights than the default init (scaled by width), so outputs vary with the input
     # and steering visibly changes them.
