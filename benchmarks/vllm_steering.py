@@ -125,7 +125,7 @@ def capture(llm, model, n: int, repeats: int) -> dict:
     from steerlab.data.prompts import prompts as prompt_set
     from steerlab.engines.vllm import capture_last
 
-    base = [p for name in ("neutral", "happy", "sad") for p in prompt_set(name)]
+    base = prompt_set("neutral")
     texts = [f"{base[i % len(base)]} (note {i})" for i in range(n)]
     layers = list(range(model.n_layers))
     times: dict[str, list[float]] = {"vllm": [], "transformers": []}

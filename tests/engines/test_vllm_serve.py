@@ -41,7 +41,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def direction():
-    return sl.Direction({10: _vec(1), 12: _vec(2)}, meta={"method": "mean_diff"})
+    return sl.Direction({10: _vec(1), 12: _vec(2)}, meta={"method": "mean_diff", "layer": 10})
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_reads_score_every_generated_token(client, model, direction):
                                               tokenize=True, return_dict=False)
     with torch.no_grad():  # the plain model's hidden states: index 11 is layer 10's output
         hidden = model.hf_model(input_ids=torch.tensor([list(ids) + tokens[:-1]]), output_hidden_states=True)
-    want = hidden.hidden_states[11][0, len(ids) - 1:] @ direction[10]
+    want = hidden.hidden_states[11][0, len(ids) - 1:] @ (direction[10] / direction[10].norm())  # unit vector
     torch.testing.assert_close(torch.tensor(reads), want.float(), rtol=1e-3, atol=1e-3)
 
 
@@ -195,9 +195,10 @@ def test_the_command_line_serves_with_vllm(tmp_path, model, recipes):
             assert time.monotonic() < deadline, "the server did not come up"
             time.sleep(1)
         assert httpx.get(base + "/v1/steering", timeout=10).json()["recipes"][0]["name"] == "happy"
-        body = {"model": "x", "messages": [{"role": "user", "content": PROMPT}], "temperature": 0, "max_tokens": N,
+        body = {"model": model.name, "messages": [{"role": "user", "content": PROMPT}], "temperature": 0, "max_tokens": N,
                 "steering": "happy"}
         r = httpx.post(base + "/v1/chat/completions", json=body, timeout=120).json()
+        assert "choices" in r, r
         assert r["choices"][0]["steerlab"]["tokens"] == solo(model, recipes["happy"]).tokens[0]
         assert httpx.get(base + "/", timeout=10).status_code == 200  # the playground
         stats = httpx.get(base + "/health", timeout=10).json()

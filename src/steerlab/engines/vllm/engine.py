@@ -15,6 +15,7 @@ import itertools
 import logging
 import queue
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,7 @@ class VLLMEngine:
         self._served = 0
         self._running = 0
         self._ids = itertools.count()
+        self._tag = uuid.uuid4().hex[:8]
         self._thread = threading.Thread(target=self._loop, name="steerlab-vllm", daemon=True)
         self._thread.start()
 
@@ -107,7 +109,7 @@ class VLLMEngine:
         for job, stream in zip(jobs, streams):
             if stream.cancelled:
                 continue
-            rid = f"steerlab-{next(self._ids)}"
+            rid = f"steerlab-{self._tag}-{next(self._ids)}"  # unique across engines sharing one LLM
             try:
                 sp, extra = self._params(job)
                 self.llm.llm_engine.add_request(rid, {"prompt_token_ids": list(job.prompt_ids)}, sp)
@@ -181,6 +183,7 @@ class VLLMEngine:
                     self._deliver(live, tokens, reason)
                     if out.finished:
                         del running[out.request_id]
+                self._running = len(running)
             except Exception as e:  # every stream must end, with the reason (logged)
                 log.exception("steerlab: a vLLM step failed; ending its %d requests", len(running))
                 engine.abort_request(list(running))
