@@ -174,7 +174,91 @@ def introspect(
     typer.echo(f"-> {out}")
 
 
-COMMANDS: dict[str, Callable[..., Any]] = {"robustness": robustness, "truth-stability": truth_stability,
+def lofit(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for lofit.steer, importance.csv, results.json and "
+                                                      "baked/ (where the family allows)."),
+    n_train: int = typer.Option(48, help="Arithmetic training questions (seeded generator, bundled)."),
+    n_test: int = typer.Option(48, help="Held-out questions (another seed; none shared with training)."),
+    fraction: float = typer.Option(0.03, help="Share of all heads kept by learned importance."),
+    select_epochs: int = typer.Option(2, help="Epochs of the importance (scaling) training."),
+    epochs: int = typer.Option(4, help="Epochs of the offset training."),
+    lr: float = typer.Option(5e-3, help="Adam learning rate of both trainings."),
+    l1: float = typer.Option(1e-3, help="L1 weight on the importance scalings."),
+    batch_size: int = typer.Option(8, help="Questions per training step."),
+    random_control: bool = typer.Option(False, help="Also train offsets on as many randomly chosen heads."),
+    bake: bool = typer.Option(True, help="Bake the offsets into o_proj biases (refused for Gemma 2/3: recipe only)."),
+    seed: int = typer.Option(0, help="Seed of the questions and the training order."),
+    force: bool = typer.Option(False, help="Write into a non-empty --out."),
+    model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
+) -> None:
+    """LoFiT: pick attention heads by learned importance, train per-head offsets on a task, bake them as biases.
+
+    Task: two-number addition/subtraction questions (sl.evaluate.arithmetic_items); accuracy on held-out questions
+    against the untuned model (greedy, chat template).
+
+    Example:  steerlab lofit --model smollm2 --n-train 48 --fraction 0.03 --out lofit/
+    """
+    import random
+
+    import steerlab as sl
+    from steerlab import io
+    from steerlab.edit.lofit import bake_lofit
+    from steerlab.edit.lofit import lofit as train
+
+    common.check_count(n_train, "--n-train", 2)
+    common.check_count(n_test, "--n-test")
+    common.check_number(fraction, "--fraction", 1e-6, 1.0)
+    common.check_number(lr, "--lr", 1e-9)
+    _out_folder(out, force)
+    train_items = sl.evaluate.arithmetic_items(n_train, seed=1000 + seed)
+    seen = {item.question for item in train_items}
+    test_items = [i for i in sl.evaluate.arithmetic_items(4 * n_test, seed=2000 + seed) if i.question not in seen]
+    test_items = list({i.question: i for i in test_items}.values())[:n_test]
+    m = common.load_model(model, dtype, device)
+    started = time.perf_counter()
+    result = train(m, [i.question for i in train_items], [str(i.answer) for i in train_items], fraction=fraction,
+                   select_epochs=select_epochs, epochs=epochs, select_lr=lr, lr=lr, l1=l1, batch_size=batch_size,
+                   seed=seed)
+    seconds = time.perf_counter() - started
+    recipes: dict[str, Any] = {"untuned": None, "lofit": result.steering}
+    control = None
+    if random_control:
+        rng = random.Random(seed)
+        pool = [(layer, h) for layer in range(m.n_layers) for h in range(m.n_heads)]
+        control = train(m, [i.question for i in train_items], [str(i.answer) for i in train_items],
+                        heads=rng.sample(pool, len(result.heads)), epochs=epochs, lr=lr, batch_size=batch_size,
+                        seed=seed)
+        recipes["random heads"] = control.steering
+    scorer = sl.evaluate.TaskAccuracy(test_items)
+    accuracy = dict(zip(recipes, scorer.score(m, list(recipes.values()))["accuracy"]))
+    out.mkdir(parents=True, exist_ok=True)
+    result.steering.save(out / "lofit.steer", overwrite=force)
+    result.importance.to_csv(out / "importance.csv", index=False)
+    baked_note = "not asked"
+    if bake:
+        try:
+            hf = bake_lofit(m, result)
+            hf.save_pretrained(out / "baked")
+            accuracy["lofit baked"] = sl.evaluate.TaskAccuracy(test_items).score(sl.Model(hf, m.tokenizer),
+                                                                                  [None])["accuracy"][0]
+            baked_note = f"o_proj biases -> {out / 'baked'}"
+        except sl.edit.NotBakeableError as e:
+            baked_note = f"kept as a recipe: {e}"
+    io.write_json(out / "results.json", {
+        "model": m.name, "task": "arithmetic_items (a ± b, 2..20)", "n_train": len(train_items),
+        "n_test": len(test_items), "heads": result.heads, "fraction": fraction, "accuracy": accuracy,
+        "losses": result.losses, "control_heads": control.heads if control else None,
+        "control_losses": control.losses if control else None, "train_seconds": seconds, "baked": baked_note,
+        "settings": {"select_epochs": select_epochs, "epochs": epochs, "lr": lr, "l1": l1, "batch_size": batch_size,
+                     "seed": seed}})
+    typer.echo(f"heads: {', '.join(f'L{a}H{b}' for a, b in result.heads)}")
+    for name, value in accuracy.items():
+        typer.echo(f"{name:>14}: accuracy {value:.3f} on {len(test_items)} held-out questions")
+    typer.echo(f"bake: {baked_note}")
+    typer.echo(f"-> {out}")
+
+
+COMMANDS: dict[str, Callable[..., Any]] = {"lofit": lofit, "robustness": robustness, "truth-stability": truth_stability,
                                            "introspect": introspect}
 
 
