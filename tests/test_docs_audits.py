@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import steerlab as sl
-import steerlab.evaluate.robustness as robustness
+from steerlab.evaluate import robustness
 from tiny import byte_tokenizer, tiny_config
 
 DOC = Path(__file__).parents[1] / "docs" / "audits.md"
