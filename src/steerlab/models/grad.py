@@ -53,13 +53,14 @@ def teacher_forced_nll(model: Model, prompt_ids: Sequence[Sequence[int]], target
     with torch.enable_grad(), steered(model, None, layout, "single", reads=ops):
         logits = model.hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                 position_ids=batch.position_ids(), use_cache=False).logits
-    logprobs = torch.log_softmax(logits[:, :-1].float(), -1)
-    nexts = batch.input_ids[:, 1:]
-    token_lp = logprobs.gather(-1, nexts[..., None])[..., 0]  # [B, T-1]: log p(token t+1)
-    index = torch.arange(token_lp.shape[1], device=model.device)[None]
+    # only the positions that predict a target token: [N, vocab], not the whole [B, T, vocab]
     lengths = torch.tensor([len(t) for t in target_ids], device=model.device)
-    in_target = (index >= prompt_end[:, None] - 1) & (index < prompt_end[:, None] - 1 + lengths[:, None])
-    total = -(token_lp * in_target).sum(1)
+    rows = torch.repeat_interleave(torch.arange(len(target_ids), device=model.device), lengths)
+    cols = torch.cat([torch.arange(len(p) - 1, len(p) - 1 + len(t), device=model.device)
+                      for p, t in zip(prompt_ids, target_ids)])
+    wanted = torch.cat([torch.as_tensor(list(t), device=model.device) for t in target_ids])
+    token_lp = torch.log_softmax(logits[rows, cols].float(), -1).gather(-1, wanted[:, None])[:, 0]
+    total = -torch.zeros(len(target_ids), device=model.device, dtype=token_lp.dtype).index_add(0, rows, token_lp)
     return total / lengths if reduce == "mean" else total
 
 
