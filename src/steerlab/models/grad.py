@@ -55,12 +55,12 @@ def teacher_forced_nll(model: Model, prompt_ids: Sequence[Sequence[int]], target
                                 position_ids=batch.position_ids(), use_cache=False).logits
     # only the positions that predict a target token: [N, vocab], not the whole [B, T, vocab]
     lengths = torch.tensor([len(t) for t in target_ids], device=model.device)
-    rows = torch.repeat_interleave(torch.arange(len(target_ids), device=model.device), lengths)
+    owner = torch.repeat_interleave(torch.arange(len(target_ids), device=model.device), lengths)
     cols = torch.cat([torch.arange(len(p) - 1, len(p) - 1 + len(t), device=model.device)
                       for p, t in zip(prompt_ids, target_ids)])
     wanted = torch.cat([torch.as_tensor(list(t), device=model.device) for t in target_ids])
-    token_lp = torch.log_softmax(logits[rows, cols].float(), -1).gather(-1, wanted[:, None])[:, 0]
-    total = -torch.zeros(len(target_ids), device=model.device, dtype=token_lp.dtype).index_add(0, rows, token_lp)
+    token_lp = torch.log_softmax(logits[owner, cols].float(), -1).gather(-1, wanted[:, None])[:, 0]
+    total = -torch.zeros(len(target_ids), device=model.device, dtype=token_lp.dtype).index_add(0, owner, token_lp)
     return total / lengths if reduce == "mean" else total
 
 
