@@ -89,6 +89,9 @@ def test_audit_table_adversarial_beats_random_and_flags_flips(tiny_llama):
         assert adv > 0 and adv > rnd
     # substrings=("",) calls every reply a refusal, so nothing can flip
     assert (t["flipped"] == 0).all() and audit.layers["flip_radius"].map(math.isnan).all()
+    only_adv = latent_robustness(tiny_llama, None, layers=[1], radii=(0.1,), n_random=1, flip_random=False,
+                                 refusals=audit.refusals, progress=False).table
+    assert only_adv.set_index("kind")["flipped"].map(math.isnan).to_dict() == {"adversarial": False, "random": True}
 
 
 def test_audit_refuses_bad_input(tiny_llama):

@@ -42,6 +42,7 @@ def robustness(
     max_new_tokens: int = typer.Option(24, help="Tokens of each greedy reply (the refusal target and the flip check)."),
     target_tokens: int = typer.Option(16, help="Reply tokens kept as the refusal target."),
     flips: bool = typer.Option(True, help="Also decode under each perturbation to count flipped refusals."),
+    flip_random: bool = typer.Option(True, help="Decode under the random perturbations too (else adversarial only)."),
     seed: int = typer.Option(0, help="Seed of the prompt split and the random directions."),
     force: bool = typer.Option(False, help="Write into a non-empty --out."),
     model: str = MODEL, dtype: str | None = DTYPE, device: str = DEVICE,
@@ -65,13 +66,14 @@ def robustness(
     started = time.perf_counter()
     audit = latent_robustness(m, harmful, layers=layer_list, radii=values, n_random=n_random, steps=steps,
                               system=sys_prompt, max_new_tokens=max_new_tokens, target_tokens=target_tokens,
-                              flips=flips, seed=seed)
+                              flips=flips, flip_random=flip_random, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     audit.table.to_csv(out / "table.csv", index=False)
     audit.layers.to_csv(out / "layers.csv", index=False)
     io.write_json(out / "results.json", {
         "model": m.name, "system": sys_prompt, "asked": audit.refusals.asked, "refused": len(audit.refusals.prompts),
-        "radii": values, "n_random": n_random, "steps": steps, "seconds": time.perf_counter() - started,
+        "radii": values, "n_random": n_random, "steps": steps, "max_new_tokens": max_new_tokens,
+        "target_tokens": target_tokens, "flip_random": flip_random, "seed": seed, "seconds": time.perf_counter() - started,
         "table": audit.table.to_dict("records"), "layers": audit.layers.to_dict("records"),
         "refusals": [{"prompt": p, "reply": r} for p, r in zip(audit.refusals.prompts, audit.refusals.replies)]})
     plot_robustness(audit.table).savefig(out / "robustness.png")

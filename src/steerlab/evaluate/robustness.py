@@ -157,7 +157,7 @@ def _flipped(model, refusals: Refusals, layer: int, deltas: torch.Tensor, system
 
 def latent_robustness(model, harmful, layers=None, radii: Sequence[float] = (0.05, 0.1, 0.2, 0.4),
                       n_random: int = 4, steps: int = 1, system: str | None = None, max_new_tokens: int = 24,
-                      target_tokens: int = 16, flips: bool = True, seed: int = 0, batch_size: int = 32,
+                      target_tokens: int = 16, flips: bool = True, flip_random: bool = True, seed: int = 0, batch_size: int = 32,
                       substrings: Sequence[str] = REFUSAL_SUBSTRINGS, refusals: Refusals | None = None,
                       progress: bool | None = None) -> RobustnessAudit:
     """Per layer, the NLL of the model's own refusals under random and adversarial (ASA) perturbations of
@@ -166,7 +166,8 @@ def latent_robustness(model, harmful, layers=None, radii: Sequence[float] = (0.0
     ``harmful``: prompts; only those the model refuses (greedy, ``max_new_tokens``, substring list) are used,
     their first ``target_tokens`` reply tokens being the target. ``system``: a system prompt for every
     call (e.g. one that induces refusals in a model that rarely refuses). ``refusals`` reuses an
-    ``own_refusals`` result.
+    ``own_refusals`` result. ``flip_random=False`` decodes only under the adversarial perturbations (half the
+    generation; the random rows' ``flipped`` is then NaN).
     """
     radii = [float(r) for r in radii]
     if not radii or any(r <= 0 for r in radii):
@@ -200,7 +201,7 @@ def latent_robustness(model, harmful, layers=None, radii: Sequence[float] = (0.0
                 R, draws = deltas.shape[:2]
                 nll = _nll(model, refusals, layer, deltas.reshape(R * draws, n, -1), batch_size).view(R, draws, n)
                 flipped = None
-                if flips:
+                if flips and (kind == "adversarial" or flip_random):
                     first = deltas[:, 0]  # one draw per radius for decoding
                     flipped = _flipped(model, refusals, layer, first, system, max_new_tokens, batch_size,
                                        substrings).float()
