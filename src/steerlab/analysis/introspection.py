@@ -186,6 +186,7 @@ def introspection(model, concepts: Sequence[str] = CONCEPTS, layers=None, streng
     table = injected.groupby(["layer", "strength"], sort=True).agg(
         detection=("detected", "mean"), identification=("identified", "mean"), mentioned=("mentioned", "mean"),
         n=("detected", "size")).reset_index()
+    table["layer"] = table["layer"].astype(int)  # controls (no layer) made the column float
     table["false_alarm"] = false_alarm
     table["n_control"] = n_controls
     norms = pd.DataFrame([{"concept": c, "layer": layer, "norm": float(vectors[c][layer].norm())}
