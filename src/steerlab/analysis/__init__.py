@@ -26,3 +26,9 @@ __all__ = [
     "plot_probe_map", "plot_subspace", "plot_trace", "probe_map", "probe_trace", "reader_weight",
     "split_direction", "step_interventions", "step_spans", "subspace_check",
 ]
+
+# audits (docs/audits.md); the concept-injection sweep is steerlab.analysis.introspection.introspection
+from .audit_figures import plot_introspection, plot_robustness, plot_truth_stability
+from .truth import TruthStability, truth_stability
+
+__all__ += ["TruthStability", "plot_introspection", "plot_robustness", "plot_truth_stability", "truth_stability"]

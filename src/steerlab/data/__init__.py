@@ -10,9 +10,10 @@ from .contrastive import ContrastiveSet
 from .loaders import from_csv, from_datasets, from_file, from_jsonl, from_records
 from .prompts import prompt_names, prompts
 from .public import donotanswer_categories, refusal_pairs_from_public
+from .statements import truth_statements
 
 __all__ = [
     "ContrastiveSet", "donotanswer_categories", "from_csv", "from_datasets", "from_file", "from_jsonl",
     "from_records", "load", "names", "neutral_prompts", "prompt_names", "prompts", "reference_text",
-    "refusal_pairs_from_public",
+    "refusal_pairs_from_public", "truth_statements",
 ]

@@ -67,3 +67,9 @@ __all__ = [
                         "task_for",
                         "vader_compound",
 ]
+
+# audits (docs/audits.md)
+from .judge import OpenAIJudge
+from .robustness import RobustnessAudit, latent_robustness
+
+__all__ += ["OpenAIJudge", "RobustnessAudit", "latent_robustness"]
