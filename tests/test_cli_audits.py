@@ -25,6 +25,7 @@ def app():
 def model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     model = tiny_model("llama")
+    model.hf_model.config.max_position_embeddings = 1024  # the introspection trial prompt is long (byte-level tokens)
     model.hf_model.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
     return str(folder)
