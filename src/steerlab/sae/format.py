@@ -52,7 +52,7 @@ def site_of_hook(name: str) -> str | None:
     return None
 
 
-def _ours(path: Path) -> bool:
+def is_sae_folder(path: Path) -> bool:
     return path.is_dir() and (path / CFG).is_file() and (path / WEIGHTS).is_file()
 
 
@@ -79,7 +79,7 @@ def save(sae: SAE, path: str | os.PathLike[str], overwrite: bool = False) -> Pat
         (tmp / CFG).write_text(text, encoding="utf-8")
         save_file(weights, str(tmp / WEIGHTS))
 
-    return io.replace_folder(path, fill, ours=_ours, overwrite=overwrite, what="SAE")
+    return io.replace_folder(path, fill, ours=is_sae_folder, overwrite=overwrite, what="SAE")
 
 
 def load(path: str | os.PathLike[str]) -> SAE:
