@@ -27,7 +27,7 @@ def setup(tmp_path, monkeypatch):
 
 
 def test_train_features_steer(setup):
-    model, tmp = setup
+    _, tmp = setup
     r = runner.invoke(app, ["sae", "train", "--store", str(tmp / "acts"), "--out", str(tmp / "s.sae"), "--d-sae", "32",
                             "--k", "4", "--epochs", "2", "--batch-size", "64"])
     assert r.exit_code == 0, r.output
