@@ -128,9 +128,9 @@ class SAE:
         if at is None:
             raise SteerlabError("this SAE records no layer (site); pass layer=")
         row = self.W_dec[index].detach().float().cpu()
-        meta = {"method": "sae_feature", "feature": int(index) % self.d_sae, "site": self.site_kind,
-                "decoder_norm": float(row.norm()), "sae": {k: v for k, v in self.meta.items() if k == "model"}}
-        if "model" in self.meta:
+        meta: dict[str, Any] = {"method": "sae_feature", "feature": int(index) % self.d_sae, "site": self.site_kind,
+                                "decoder_norm": float(row.norm())}
+        if isinstance(self.meta.get("model"), dict):  # a model fingerprint: recipes built on it check the model
             meta["model"] = self.meta["model"]
         return Direction({int(at): row / row.norm().clamp_min(1e-12)}, meta=meta)
 
