@@ -113,3 +113,29 @@ def test_top_texts_and_contrast(model):
     assert len(ranked) == sae.d_sae and ranked[0][1] >= ranked[-1][1]
     with pytest.raises(SteerlabError, match="out of range"):
         top_texts(model, sae, texts, features=[10_000])
+
+
+def test_loss_splice_touches_every_token_but_the_first(model):
+    """The spliced loss equals a hand-written hook that replaces positions 1.. of each (unpadded) text."""
+    texts = TEXTS[:5]  # different lengths: the batch is padded
+    d = model.d_model
+    lossy = SAE(torch.eye(d), torch.zeros(d), torch.eye(d), torch.zeros(d), "standard", SITE)
+    got = loss_increase(model, lossy, texts, batch_size=3, progress=False)
+
+    def hook(module, args, output):
+        x = output[0] if isinstance(output, tuple) else output
+        x = torch.cat([x[:, :1], x[:, 1:].clamp_min(0)], 1)
+        return (x, *output[1:]) if isinstance(output, tuple) else x
+
+    total, count = 0.0, 0
+    handle = model.hf_model.model.layers[1].register_forward_hook(hook)
+    try:
+        for t in texts:
+            ids = model.tokenizer(t, return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                logits = model.hf_model(input_ids=ids).logits[0]
+            total += float(torch.nn.functional.cross_entropy(logits[1:-1], ids[0, 2:], reduction="sum"))
+            count += ids.shape[1] - 2
+    finally:
+        handle.remove()
+    assert got["sae"] == pytest.approx(total / count, rel=1e-5)
