@@ -63,3 +63,13 @@ def test_bad_input_is_one_line(setup, args, message):
     r = runner.invoke(app, [a.format(tmp=tmp) for a in args])
     assert r.exit_code == 2, r.output
     assert message in r.output and "Traceback" not in r.output
+
+
+def test_registered_on_the_main_app():
+    from steerlab.cli import app as main_app
+
+    r = runner.invoke(main_app, ["sae", "--help"])
+    assert r.exit_code == 0 and "train" in r.output and "features" in r.output and "steer" in r.output
+    for command in ("train", "features", "steer"):
+        r = runner.invoke(main_app, ["sae", command, "--help"])
+        assert r.exit_code == 0 and "Example" in r.output
