@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sae_steer import ESR_PROMPTS, ESR_TOKENS  # noqa: E402
+from sae_steer import ESR_PROMPTS, ESR_TOKENS
 
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4)
 DOG = re.compile(r"\b(dog|dogs|puppy|puppies|bark\w*|leash|fetch|pet|pets)\b", re.IGNORECASE)
