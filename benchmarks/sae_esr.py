@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sae_steer import ESR_PROMPTS, ESR_TOKENS
+from sae_steer import ESR_PROMPTS, ESR_TOKENS, NOT_OFF_TOPIC, OFF_TOPIC
 
 FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4)
 DOG = re.compile(r"\b(dog|dogs|puppy|puppies|bark\w*|leash|fetch|pet|pets)\b", re.IGNORECASE)
@@ -27,7 +27,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/sae_run")
     ap.add_argument("--feature", type=int, default=1128)  # chosen in sae_steer.py (dog sentences vs others)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sae_esr.json"))
+    ap.add_argument("--direction", choices=["feature", "mean_diff"], default="feature",
+                    help="steer with the SAE feature, or with the unit mean difference of the dog sentences and "
+                         "the other sentences (last token, layer 15)")
+    ap.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     import steerlab as sl
@@ -38,10 +42,16 @@ def main() -> None:
     sae = sl.sae.load(work / "sae")
     prev = json.loads((Path(__file__).parent / "results" / "sae_steer.json").read_text())
     median_norm = prev["median_residual_norm"]
-    direction = sae.feature(args.feature)
+    if args.direction == "feature":
+        direction = sae.feature(args.feature)
+    else:
+        pairs = sl.data.ContrastiveSet(positive=OFF_TOPIC, negative=NOT_OFF_TOPIC)
+        direction = sl.directions.mean_diff(model, pairs, layers=[sae.layer]).unit()
+    fractions = [float(f) for f in args.fractions.split(",")]
+    out = args.out or str(Path(__file__).parent / "results" / f"sae_esr_{args.direction}.json")
     rows = []
     t0 = time.perf_counter()
-    for frac in FRACTIONS:
+    for frac in fractions:
         recipe = None if frac == 0 else sl.Steering([sl.Add(direction, alpha=frac * median_norm)])
         texts = model.generate(ESR_PROMPTS, steering=recipe, max_new_tokens=ESR_TOKENS).texts
         seen = [detect_recovery(p, t) for p, t in zip(ESR_PROMPTS, texts)]
@@ -56,10 +66,10 @@ def main() -> None:
                          for p, t, r in zip(ESR_PROMPTS, texts, seen)]}
         rows.append(row)
         print({k: v for k, v in row.items() if k != "texts"}, flush=True)
-    doc = {"feature": args.feature, "median_residual_norm": median_norm, "max_new_tokens": ESR_TOKENS,
+    doc = {"steered_with": args.direction, "feature": args.feature if args.direction == "feature" else None, "median_residual_norm": median_norm, "max_new_tokens": ESR_TOKENS,
            "prompts": len(ESR_PROMPTS), "by_strength": rows, "seconds": round(time.perf_counter() - t0, 1),
            "machine": "2 shared CPU cores, loaded by other jobs; 1 torch thread"}
-    Path(args.out).write_text(json.dumps(doc, indent=1))
+    Path(out).write_text(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":
