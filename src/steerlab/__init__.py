@@ -26,7 +26,7 @@ from .sites import Site, parse_site
 
 #: subpackages imported on first use (``sl.analysis``, ...); each one exists under ``steerlab/``
 SUBPACKAGES = ("activations", "analysis", "data", "directions", "edit", "evaluate", "interventions", "models",
-               "reasoning", "recipes", "report")
+               "reasoning", "recipes", "report", "sae")
 
 
 def __getattr__(name: str) -> ModuleType:
@@ -40,5 +40,5 @@ __all__ = [
     "Ablate", "Activations", "Add", "Clamp", "Conditional", "Direction", "DiskActivations", "GenerationResult",
     "Intervention", "Model", "Patch", "Rotate", "Scale", "Site", "Steering", "SteerlabError", "__version__",
     "activations", "analysis", "data", "directions", "edit", "evaluate", "interventions", "load", "models",
-    "parse_site", "reasoning", "recipes", "report",
+    "parse_site", "reasoning", "recipes", "report", "sae",
 ]

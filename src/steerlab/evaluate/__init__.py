@@ -20,6 +20,7 @@ from .compare import DEFAULT_METHODS, UTILITIES, Comparison, compare
 from .forward import continuation_logprobs
 from .frontier import frontier, pareto_mask
 from .refusal import RefusalEval, RefusalStarts, refusal_eval, refusal_prompts, refusal_recipes, refusal_starts
+from .resistance import Recovery, detect_recovery, steering_resistance
 from .scorer import Generations, Scorer
 from .sweep import default_scorers, generate_grid, sweep
 from .task import Item, TaskAccuracy, answer_of, arithmetic_items, first_integer
@@ -38,6 +39,7 @@ __all__ = [
                         "Length",
                         "Perplexity",
                         "ProbeScore",
+                        "Recovery",
                         "RefusalEval",
                         "RefusalScore",
                         "RefusalStarts",
@@ -51,6 +53,7 @@ __all__ = [
                         "compare",
                         "continuation_logprobs",
                         "default_scorers",
+                        "detect_recovery",
                         "distinct_n",
                         "first_integer",
                         "frontier",
@@ -63,6 +66,7 @@ __all__ = [
                         "refusal_recipes",
                         "refusal_starts",
                         "repetition_rate",
+                        "steering_resistance",
                         "sweep",
                         "task_for",
                         "vader_compound",
