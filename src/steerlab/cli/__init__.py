@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import analysis, audit, compare, core, edit, refusal, serve
+from . import analysis, audit, compare, core, edit, learned, refusal, serve
 
 app = typer.Typer(
     name="steerlab",
@@ -19,7 +19,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-for _group in (core, edit, analysis, compare, refusal, audit, serve):
+for _group in (core, edit, analysis, compare, refusal, audit, serve, learned):
     _group.register(app)
 
 

@@ -16,6 +16,7 @@ from .caa import activation_addition, caa
 from .cast import ConditionFit, cast, condition_fires, condition_scores, f1_grid, find_condition, search_condition_from
 from .context import FIT_SITES, FitContext, capture_sites
 from .controller import ControllerFit, controller_features, fit_controller, train_controller, weighted
+from .grains import grains
 from .plane import NORM_SITES, Plane, alignment_from, discriminative_layers, plane_from, steering_plane
 from .refusal import (
                       RefusalSelectionWarning,
@@ -74,6 +75,7 @@ __all__ = [
                       "find_condition",
                       "fit",
                       "fit_controller",
+                   "grains",
                       "keep_by_score",
                       "method_names",
                       "plane_from",

@@ -78,7 +78,7 @@ def fit_controller(features: torch.Tensor, labels: torch.Tensor, n_layers_out: i
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             correct += int(((s > 0) == harmful).sum())
         row = {"epoch": epoch + 1, "loss": total / len(x), "accuracy": correct / len(x)}
         history.append(row)
