@@ -6,10 +6,24 @@
 """
 
 from ..directions.gguf import ControlVectorFile, read_control_vector, write_control_vector
+from .amortize import Amortized, amortize
 from .bake import bake, check_equivalent, plan
 from .peers import from_repeng, from_steering_vectors
 from .steer2edit import Steer2EditResult, steer2edit
 from .writers import NotBakeableError
 
-__all__ = ["ControlVectorFile", "NotBakeableError", "Steer2EditResult", "bake", "check_equivalent", "from_repeng",
-           "from_steering_vectors", "plan", "read_control_vector", "steer2edit", "write_control_vector"]
+__all__ = [
+           "Amortized",
+           "ControlVectorFile",
+           "NotBakeableError",
+           "Steer2EditResult",
+           "amortize",
+           "bake",
+           "check_equivalent",
+           "from_repeng",
+           "from_steering_vectors",
+           "plan",
+           "read_control_vector",
+           "steer2edit",
+           "write_control_vector",
+]
