@@ -6,7 +6,7 @@
 """
 
 from ..directions.gguf import ControlVectorFile, read_control_vector, write_control_vector
-from .amortize import Amortized, amortize
+from .amortize import Amortized, amortize, with_replies
 from .bake import bake, check_equivalent, plan
 from .peers import from_repeng, from_steering_vectors
 from .steer2edit import Steer2EditResult, steer2edit
@@ -25,5 +25,6 @@ __all__ = [
            "plan",
            "read_control_vector",
            "steer2edit",
+           "with_replies",
            "write_control_vector",
 ]

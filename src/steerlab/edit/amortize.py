@@ -158,3 +158,19 @@ def amortize(model: Model, steering: Steering | Intervention, texts: list[str], 
                           "recipe": steering.digest(), "switches": [switch] if switch else [], **fit}
     attach_tokenizer(hf, model.tokenizer)
     return Amortized(hf, layer, rank, fit)
+
+
+def with_replies(model: Model, steering: Steering | Intervention, prompts: list[str], max_new_tokens: int = 24,
+                 batch_size: int = 16) -> list[str]:
+    """Training texts for ``amortize`` (use ``chat=False``): each prompt chat-templated (when the tokenizer has
+    a template) followed by the steered model's greedy reply, so generated tokens are matched too."""
+    from ..models.tokens import chat_prompt, has_chat_template
+
+    steering = as_steering(steering)
+    chat = has_chat_template(model.tokenizer)
+    out = []
+    for begin in range(0, len(prompts), batch_size):
+        rows = prompts[begin:begin + batch_size]
+        replies = model.generate(rows, steering=steering, max_new_tokens=max_new_tokens, chat=chat).texts
+        out += [(chat_prompt(model.tokenizer, p) if chat else p) + r for p, r in zip(rows, replies)]
+    return out
