@@ -146,3 +146,12 @@ def test_fit_controller_takes_the_papers_step_on_a_hand_copy():
     fit = ControllerFit(tensors, [0], [1, 2])
     s2, w2 = fit.scores(x)
     assert s2.shape == (6,) and w2.shape == (6, 2) and bool(((w2 > 0) & (w2 < 1)).all())
+
+
+def test_weighted_reads_each_rows_own_last_token_under_right_padding(setup):
+    model, _, _, item = setup
+    texts = ["short", "a considerably longer text"]
+    both = model.capture(texts, sites="layers.2.resid_post", positions="last", steering=item)
+    for i, t in enumerate(texts):
+        alone = model.capture([t], sites="layers.2.resid_post", positions="last", steering=item)
+        assert torch.allclose(both["layers.2.resid_post"][i], alone["layers.2.resid_post"][0], atol=1e-5)

@@ -175,7 +175,7 @@ class _Reader:
             ctx = ctx.tail(x.shape[1])
         mask = ctx.mask("last")
         assert mask is not None
-        h, _ = newest(x, mask)
+        h, _ = newest(x, mask & ctx.real())   # "last" also covers right padding after a row's end
         ctx.memo[self.key + ("in", self.index)] = h
         if self.ctrl is not None:
             feats = torch.cat([ctx.memo.pop(self.key + ("in", i)) for i in range(self.count)], -1)
