@@ -1,8 +1,8 @@
 """Amortized (CASAL-style) checkpoints vs hook steering, for recipes bake refuses (issue 16, item 3).
 
 Recipes at one layer (default 15 of SmolLM2's 30), from the bundled sentiment pairs' mean difference:
-a norm-matched addition and a rotation toward the direction (both not bakeable). Training texts: 40
-bundled neutral prompts with the steered model's 24-token replies; held out: 24 other neutral prompts.
+a norm-matched addition and a rotation toward the direction (both not bakeable). Training texts: 24
+bundled neutral prompts with the steered model's 16-token replies; held out: 16 other neutral prompts.
 Reported per recipe: VADER compound of greedy replies (hooks vs the amortized checkpoint with no hooks vs the
 unsteered model), perplexity of the bundled reference text, and the training-token fit error.
 
@@ -38,11 +38,11 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/learned_amortize.json")
     ap.add_argument("--layer", type=int, default=15)
     ap.add_argument("--rank", type=int, default=64)
-    ap.add_argument("--n-train", type=int, default=40)
-    ap.add_argument("--n-test", type=int, default=24)
-    ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--norm-frac", type=float, default=0.5, help="norm-matched Add alpha as a share of token norm")
-    ap.add_argument("--angle", type=float, default=40.0)
+    ap.add_argument("--n-train", type=int, default=24)
+    ap.add_argument("--n-test", type=int, default=16)
+    ap.add_argument("--tokens", type=int, default=24)
+    ap.add_argument("--norm-frac", type=float, default=0.25, help="norm-matched Add alpha, share of median token norm")
+    ap.add_argument("--angle", type=float, default=20.0)
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -52,8 +52,8 @@ def main() -> None:
     train, test = prompts[:args.n_train], prompts[args.n_train:args.n_train + args.n_test]
     md = sl.directions.mean_diff(model, sl.data.load("sentiment"), layers=[layer])
     v = md[layer] / md[layer].norm()
-    norm = float(model.capture(train, sites=f"layers.{layer}.resid_post", positions="mean", chat=True,
-                               progress=False).tensor(f"layers.{layer}.resid_post").norm(dim=-1).mean())
+    acts = model.capture(train, sites=f"layers.{layer}.resid_post", positions="all", chat=True, progress=False)
+    norm = float(torch.cat(list(acts[f"layers.{layer}.resid_post"])).norm(dim=-1).median())  # not the sink token's
     recipes = {
         f"add_norm_match a={args.norm_frac:g}*|h|": sl.Steering(
             [sl.Add(v, alpha=args.norm_frac * norm, layers=[layer], norm_match=True)]),
@@ -67,7 +67,7 @@ def main() -> None:
             bakeable = "yes"
         except sl.SteerlabError as e:
             bakeable = f"no: {str(e)[:100]}"
-        texts = sl.edit.with_replies(model, recipe, train, max_new_tokens=24)
+        texts = sl.edit.with_replies(model, recipe, train, max_new_tokens=16)
         out = sl.edit.amortize(model, recipe, texts, layer=layer, rank=args.rank)
         amortized = Model(out.model, model.tokenizer, name="smollm2-amortized")
         hook = {**vader(model, test, recipe, args.tokens),
@@ -78,7 +78,7 @@ def main() -> None:
         print(name, json.dumps({"hook": hook["vader_mean"], "amortized": ckpt["vader_mean"],
                                 "ppl": [hook["perplexity"], ckpt["perplexity"]], "fit": out.fit}))
     doc = {"model": "smollm2", "layer": layer, "rank": args.rank, "n_train_prompts": len(train),
-           "n_test_prompts": len(test), "max_new_tokens": args.tokens, "token_norm_at_layer": norm,
+           "n_test_prompts": len(test), "max_new_tokens": args.tokens, "median_token_norm_at_layer": norm,
            "unsteered": base, "recipes": rows, "seconds": time.time() - t0,
            "note": "loaded 2-core machine, 1 thread; held-out prompts disjoint from training prompts"}
     with open(args.out, "w") as f:
