@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=24)
     ap.add_argument("--norm-frac", type=float, default=0.25, help="norm-matched Add alpha, share of median token norm")
     ap.add_argument("--angle", type=float, default=20.0)
+    ap.add_argument("--recipes", default="add,rotate", help="which recipes to run: add, rotate or both")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.time()
@@ -59,6 +60,8 @@ def main() -> None:
             [sl.Add(v, alpha=args.norm_frac * norm, layers=[layer], norm_match=True)]),
         f"rotate {args.angle:g} deg": sl.Steering([sl.Rotate(v, angle=args.angle, layers=[layer])]),
     }
+    wanted = args.recipes.split(",")
+    recipes = {k: v for k, v in recipes.items() if k.split("_")[0].split(" ")[0] in wanted}
     base = {**vader(model, test, None, args.tokens), "perplexity": Perplexity().score(model, [None])["perplexity"][0]}
     rows = []
     for name, recipe in recipes.items():
