@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=24)
     ap.add_argument("--norm-frac", type=float, default=0.25, help="norm-matched Add alpha, share of median token norm")
     ap.add_argument("--angle", type=float, default=20.0)
+    ap.add_argument("--ridge", type=float, default=1e-4)
     ap.add_argument("--recipes", default="add,rotate", help="which recipes to run: add, rotate or both")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -71,7 +72,7 @@ def main() -> None:
         except sl.SteerlabError as e:
             bakeable = f"no: {str(e)[:100]}"
         texts = sl.edit.with_replies(model, recipe, train, max_new_tokens=16)
-        out = sl.edit.amortize(model, recipe, texts, layer=layer, rank=args.rank)
+        out = sl.edit.amortize(model, recipe, texts, layer=layer, rank=args.rank, ridge=args.ridge)
         amortized = Model(out.model, model.tokenizer, name="smollm2-amortized")
         hook = {**vader(model, test, recipe, args.tokens),
                 "perplexity": Perplexity().score(model, [recipe])["perplexity"][0]}
@@ -80,7 +81,7 @@ def main() -> None:
         rows.append({"recipe": name, "bake": bakeable, "fit": out.fit, "hook": hook, "amortized": ckpt})
         print(name, json.dumps({"hook": hook["vader_mean"], "amortized": ckpt["vader_mean"],
                                 "ppl": [hook["perplexity"], ckpt["perplexity"]], "fit": out.fit}))
-    doc = {"model": "smollm2", "layer": layer, "rank": args.rank, "n_train_prompts": len(train),
+    doc = {"model": "smollm2", "layer": layer, "rank": args.rank, "ridge": args.ridge, "n_train_prompts": len(train),
            "n_test_prompts": len(test), "max_new_tokens": args.tokens, "median_token_norm_at_layer": norm,
            "unsteered": base, "recipes": rows, "seconds": time.time() - t0,
            "note": "loaded 2-core machine, 1 thread; held-out prompts disjoint from training prompts"}
