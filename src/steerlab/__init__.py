@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 from .activations import Activations, DiskActivations
 from .directions.direction import Direction
 from .errors import SteerlabError
-from .interventions import Ablate, Add, Clamp, Conditional, Intervention, Patch, Rotate, Scale, Steering
+from .interventions import Ablate, Add, Clamp, Conditional, Intervention, Patch, Rotate, Scale, Steering, Weighted
 from .models import GenerationResult, Model, load
 from .sites import Site, parse_site
 
@@ -38,7 +38,7 @@ def __getattr__(name: str) -> ModuleType:
 #: the public names, the subpackages (SUBPACKAGES) included
 __all__ = [
     "Ablate", "Activations", "Add", "Clamp", "Conditional", "Direction", "DiskActivations", "GenerationResult",
-    "Intervention", "Model", "Patch", "Rotate", "Scale", "Site", "Steering", "SteerlabError", "__version__",
+    "Intervention", "Model", "Patch", "Rotate", "Scale", "Site", "Steering", "SteerlabError", "Weighted", "__version__",
     "activations", "analysis", "data", "directions", "edit", "evaluate", "interventions", "load", "models",
     "parse_site", "reasoning", "recipes", "report", "sae",
 ]

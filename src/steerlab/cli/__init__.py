@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import analysis, audit, audits, compare, core, edit, refusal, sae, serve, transfer
+from . import analysis, audit, audits, compare, core, edit, learned, refusal, sae, serve, transfer
 
 app = typer.Typer(
     name="steerlab",
@@ -19,7 +19,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-for _group in (core, edit, analysis, compare, refusal, audit, serve, audits, transfer, sae):
+for _group in (core, edit, analysis, compare, refusal, audit, serve, audits, transfer, sae, learned):
     _group.register(app)
 
 

@@ -15,6 +15,7 @@ from . import transfer  # a submodule: sl.directions.transfer.fit, .LinearMap
 from .capture_pairs import DIRECTION_POSITIONS, DIRECTION_SITES, PairActivations, capture_pairs
 from .direction import Direction
 from .estimators import PCAFit, ProbeFit, class_alignment, cohens_d, mean_diff_from, pca_from, probe_from, split_indices
+from .grains import grains, integrated_gradients
 from .methods import mean_diff, pca, probe, probe_score
 from .probe import Probe, as_probe
 from .select import recommend_layers
@@ -22,6 +23,7 @@ from .sweep import sweep, sweep_from
 
 __all__ = [
     "DIRECTION_POSITIONS", "DIRECTION_SITES", "Direction", "PCAFit", "PairActivations", "Probe", "ProbeFit",
-    "as_probe", "capture_pairs", "class_alignment", "cohens_d", "mean_diff", "mean_diff_from", "pca", "pca_from",
-    "probe", "probe_from", "probe_score", "recommend_layers", "split_indices", "sweep", "sweep_from", "transfer",
+    "as_probe", "capture_pairs", "class_alignment", "cohens_d", "grains", "integrated_gradients", "mean_diff",
+    "mean_diff_from", "pca", "pca_from", "probe", "probe_from", "probe_score", "recommend_layers", "split_indices",
+    "sweep", "sweep_from", "transfer",
 ]

@@ -6,12 +6,13 @@
 """
 
 from ..directions.gguf import ControlVectorFile, read_control_vector, write_control_vector
+from .amortize import Amortized, amortize, with_replies
 from .bake import bake, check_equivalent, plan
 from .lofit import LoFiT, bake_lofit, lofit
 from .peers import from_repeng, from_steering_vectors
 from .steer2edit import Steer2EditResult, steer2edit
 from .writers import NotBakeableError
 
-__all__ = ["ControlVectorFile", "NotBakeableError", "Steer2EditResult", "bake", "check_equivalent", "from_repeng",
-           "from_steering_vectors", "plan", "read_control_vector", "steer2edit", "write_control_vector"]
-__all__ += ["LoFiT", "bake_lofit", "lofit"]
+__all__ = ["Amortized", "ControlVectorFile", "LoFiT", "NotBakeableError", "Steer2EditResult", "amortize", "bake",
+           "bake_lofit", "check_equivalent", "from_repeng", "from_steering_vectors", "lofit", "plan",
+           "read_control_vector", "steer2edit", "with_replies", "write_control_vector"]

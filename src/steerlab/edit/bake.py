@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import SteerlabError
-from ..interventions import Ablate, Add, Conditional, Intervention, Steering
+from ..interventions import Ablate, Add, Conditional, Intervention, Steering, Weighted
 from ..models.adapters import Bound, Projection
 from ..models.hooks import shape_of
 from ..sites import Site
@@ -107,6 +107,10 @@ def _check_common(item: Intervention, i: int) -> str:
     if isinstance(item, Conditional):
         raise NotBakeableError(f"{name} is conditional: it fires only on prompts whose probe passes a threshold, "
                                "while baked weights act on every input; bake the inner intervention instead")
+    if isinstance(item, Weighted):
+        raise NotBakeableError(f"{name} is a controller-weighted addition: how much it adds at each token comes from "
+                               "a controller reading that token's own hidden states, which no fixed weight reproduces; "
+                               "train an amortized checkpoint instead (sl.edit.amortize)")
     if item.positions != "all":
         raise NotBakeableError(f"{name} has positions={item.positions!r}: a weight edit acts on every token, "
                                "so only positions='all' can be baked")

@@ -10,6 +10,7 @@ from .positions import StepContext, parse_positions
 from .rotate import Rotate
 from .scale import Scale
 from .steering import Steering
+from .weighted import Weighted
 
 __all__ = [
            "Ablate",
@@ -22,5 +23,6 @@ __all__ = [
            "Scale",
            "Steering",
            "StepContext",
+           "Weighted",
            "parse_positions",
 ]

@@ -22,6 +22,7 @@ from .batched import SensorOp, compile_rows, flag_reader
 from .conditional import Conditional
 from .positions import StepContext
 from .steering import Steering
+from .weighted import Weighted
 
 SiteOp = Callable[[torch.Tensor, StepContext], torch.Tensor]
 #: what a forward pass accepts as ``steering``: nothing, one recipe or intervention, or one per row
@@ -61,12 +62,16 @@ def build_plan(
     rows = rows_of(steering, batch)
     groups: defaultdict[tuple[Any, ...], list[Intervention | None]] = defaultdict(lambda: [None] * batch)
     sensors: defaultdict[tuple[Any, ...], list[Conditional | None]] = defaultdict(lambda: [None] * batch)
+    weighted: dict[int, tuple[Weighted, torch.Tensor]] = {}
     for b, recipe in enumerate(rows):
         if recipe is None:
             continue
         slots: dict[Site, int] = defaultdict(int)
         conditionals = 0
         for item in recipe:
+            if isinstance(item, Weighted):  # its own reader and writer ops, one set per distinct controller
+                weighted.setdefault(id(item), (item, torch.zeros(batch, dtype=torch.bool)))[1][b] = True
+                continue
             flag_key, inner = None, item
             if isinstance(item, Conditional):
                 flag_key = ("conditional", conditionals)
@@ -83,4 +88,12 @@ def build_plan(
     for (site, _slot, _key, flag_key), items in sorted(groups.items(), key=lambda kv: kv[0][1]):
         extra = flag_reader(flag_key) if flag_key is not None else None
         plan[site].append(compile_rows(items, site, shape_of(site), like, extra))
+    for item, held in weighted.values():
+        for site, op in item.ops(held, n_layers, shape_of(site_of(item, n_layers))[-1], like):
+            plan[site].append(op)
     return dict(plan)
+
+
+def site_of(item: Intervention, n_layers: int) -> Site:
+    """The first site ``item`` acts on (to read the model's width there)."""
+    return item.targets(n_layers)[0]
