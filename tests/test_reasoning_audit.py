@@ -87,7 +87,7 @@ def test_audit_writes_its_files(tiny, tmp_path):
     with open(out / "selection.csv") as f:
         selectors = {row["selector"] for row in csv.DictReader(f)}
     assert {"majority", "shortest", "confidence_vote", "lt_combined", "probe", "online_stop",
-            "sequential_net_change"} <= selectors
+            "online_lt", "sequential_net_change"} <= selectors
     assert results["questions"] == 4
     with pytest.raises(SteerlabError, match="already holds"):
         audit(tiny, "basic_arithmetic", questions=4, samples=2, out=out, max_new_tokens=6, progress=False)

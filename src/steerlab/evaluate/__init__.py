@@ -17,6 +17,7 @@ from .behaviour import (
                         vader_compound,
 )
 from .compare import DEFAULT_METHODS, UTILITIES, Comparison, compare
+from .efficiency import Efficiency, ReasoningAccuracy, Truncated, efficiency_sweep
 from .forward import continuation_logprobs
 from .frontier import frontier, pareto_mask
 from .refusal import RefusalEval, RefusalStarts, refusal_eval, refusal_prompts, refusal_recipes, refusal_starts
@@ -66,4 +67,8 @@ __all__ = [
                         "sweep",
                         "task_for",
                         "vader_compound",
+                        "Efficiency",
+                        "ReasoningAccuracy",
+                        "Truncated",
+                        "efficiency_sweep",
 ]

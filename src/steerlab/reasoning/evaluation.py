@@ -25,7 +25,7 @@ from .selection import (
     weighted_vote,
 )
 from .signals import LT_SIGNALS, ORIENTATION, SIGNALS, WINDOW
-from .stopping import KEEP, calibrate, stop_at
+from .stopping import KEEP, calibrate, calibrate_lt, lt_stop_at, stop_at
 from .tasks import extract
 
 #: signals whose best sample is a selector, and those used for sequential early selection
@@ -48,6 +48,8 @@ class Record:
     features: np.ndarray
     confidence: np.ndarray  # per-token DeepConf confidence
     scores: dict[str, float] = field(default_factory=dict)  # oriented: higher = more likely right
+    lt_prefix: np.ndarray | None = None  # [segments, 3] LT signals of each prefix (see signals.lt_prefix)
+    segment: int = 0  # tokens per segment of the trace
 
     @property
     def length(self) -> int:
@@ -110,6 +112,9 @@ def evaluate(records: Sequence[Record], calibration: set[int], decode: Callable[
         qs = [([r.answer for r in rs], [r.scores[name] for r in rs], [r.length for r in rs]) for rs in cal_q.values()]
         thresholds[name] = calibrate_threshold(qs, [right[q] for q in cal_q], wrong)
     stop_threshold = calibrate([r.confidence for r in cal], keep, window)
+    has_prefix = all(r.lt_prefix is not None and r.segment > 0 for r in records)
+    lt_threshold = (calibrate_lt([r.lt_prefix for r in cal], [r.length for r in cal], combined, cal[0].segment, keep)
+                    if has_prefix else None)
 
     n = min(len(rs) for rs in test_q.values())
     chosen: dict[str, list[tuple[str | None, int]]] = {}
@@ -131,6 +136,8 @@ def evaluate(records: Sequence[Record], calibration: set[int], decode: Callable[
             add(f"sequential_{name}", q, *sequential(answers, [r.scores[name] for r in rs], lengths,
                                                       thresholds[name]))
         add("online_stop", q, *_online(rs, stop_threshold, window, decode))
+        if lt_threshold is not None:
+            add("online_lt", q, *_online_lt(rs, combined, lt_threshold, decode))
     rows = []
     for name, picks in chosen.items():
         hits = sum(a in right[q] for (a, _), q in zip(picks, test_q))
@@ -138,7 +145,7 @@ def evaluate(records: Sequence[Record], calibration: set[int], decode: Callable[
         rows.append({"selector": name, "accuracy": hits / len(picks), "ci_low": low, "ci_high": high,
                      "tokens": float(np.mean([t for _, t in picks])), "questions": len(picks)})
     aurocs = _aurocs(test)
-    settings = {"thresholds": thresholds, "stop_threshold": stop_threshold,
+    settings = {"thresholds": thresholds, "stop_threshold": stop_threshold, "lt_stop_threshold": lt_threshold,
                 "lt_combined_weights": dict(zip(LT_SIGNALS, combined.weights.tolist())),
                 "oracle": float(np.mean([bool(right[q]) for q in test_q])),
                 "sample_accuracy": float(np.mean([r.correct for r in test])),
@@ -164,6 +171,23 @@ def _online(rs: Sequence[Record], threshold: float, window: int,
     if kept:
         return weighted_vote(kept, weights), spent
     return majority(truncated), spent
+
+
+def _online_lt(rs: Sequence[Record], combined, threshold: float,
+               decode: Callable[[list[int]], str]) -> tuple[str | None, int]:
+    """Online stopping by the running LT-Combined score, replayed exactly (``lt_stop_at``); majority vote
+    of the unstopped samples, else of the stopped ones' answers so far."""
+    kept, spent, truncated = [], 0, []
+    for r in rs:
+        assert r.lt_prefix is not None
+        at = lt_stop_at(r.lt_prefix, r.length, combined, threshold, r.segment)
+        if at is None:
+            kept.append(r.answer)
+            spent += r.length
+        else:
+            spent += at
+            truncated.append(extract(decode(r.tokens[:at])))
+    return (majority(kept) if kept else majority(truncated)), spent
 
 
 def _aurocs(test: Sequence[Record]) -> list[dict]:
