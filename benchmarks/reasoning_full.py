@@ -64,6 +64,19 @@ def sample(args: argparse.Namespace) -> None:
         print(row, flush=True)
 
 
+def _matched(rows: list[dict]) -> dict[str, dict]:
+    """Per selector: the cheapest majority@k at least as accurate, and the tokens saved against it
+    (negative: the selector costs more than a vote that does as well)."""
+    votes = sorted((r for r in rows if r["selector"].startswith("majority@")), key=lambda r: r["tokens"])
+    out = {}
+    for r in rows:
+        match = next((v for v in votes if v["accuracy"] >= r["accuracy"]), None)
+        if match is not None:
+            out[r["selector"]] = {"majority": match["selector"], "accuracy": match["accuracy"],
+                                  "saved_pct": round(100.0 * (1 - r["tokens"] / match["tokens"]), 1)}
+    return out
+
+
 def evaluate_runs(args: argparse.Namespace) -> None:
     from steerlab.reasoning.report import write_report
 
@@ -86,6 +99,7 @@ def evaluate_runs(args: argparse.Namespace) -> None:
                    "temperature": args.temperature, "generation_s": round(sampling_s, 1), **settings,
                    "selection": rows, "signals": aurocs}
         results["tokens_saved_pct"] = {r["selector"]: round(tokens_saved(results, r["selector"]), 1) for r in rows}
+        results["matched_majority"] = _matched(rows)
         folder = out / f"{model}__{task}"
         folder.mkdir(parents=True, exist_ok=True)
         write_report(folder, results, records)

@@ -109,8 +109,10 @@ def test_docs_block_runs(tiny, monkeypatch):
     import steerlab as sl
 
     text = (Path(__file__).parents[1] / "docs" / "reasoning.md").read_text()
-    block = re.search(r"```python\n(.*?)```", text, re.DOTALL).group(1)
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
     monkeypatch.setattr(sl, "load", lambda *a, **k: tiny)
     scope: dict = {}
-    exec(compile(block, "docs/reasoning.md", "exec"), scope)  # noqa: S102 -- running the docs is the test
+    exec(compile(blocks[0], "docs/reasoning.md", "exec"), scope)  # noqa: S102 -- running the docs is the test
     assert len(scope["traces"]) == 4 and set(scope["scores"][0]) >= {"net_change", "lowest_group", "length"}
+    for block in blocks[1:]:
+        exec(compile(block, "docs/reasoning.md", "exec"), {})  # noqa: S102
