@@ -113,7 +113,7 @@ def evaluate(records: Sequence[Record], calibration: set[int], decode: Callable[
         thresholds[name] = calibrate_threshold(qs, [right[q] for q in cal_q], wrong)
     stop_threshold = calibrate([r.confidence for r in cal], keep, window)
     has_prefix = all(r.lt_prefix is not None and r.segment > 0 for r in records)
-    lt_threshold = (calibrate_lt([r.lt_prefix for r in cal], [r.length for r in cal], combined, cal[0].segment, keep)
+    lt_threshold = (calibrate_lt([r.lt_prefix for r in cal if r.lt_prefix is not None], [r.length for r in cal], combined, cal[0].segment, keep)
                     if has_prefix else None)
 
     n = min(len(rs) for rs in test_q.values())
