@@ -86,3 +86,7 @@ def test_online_lt_tokens_and_vote_by_hand():
     assert settings["lt_combined_weights"]["net_change"] == pytest.approx(1.0)
     # each wrong sample stops at the first check (8 tokens); the right one runs its 12; it alone votes
     assert by["online_lt"]["accuracy"] == 1.0 and by["online_lt"]["tokens"] == 8 + 8 + 12
+    # paired on the one test question: +1 against majority, and every bootstrap resample says so
+    assert (by["online_lt"]["vs_majority"], by["online_lt"]["vs_majority_low"], by["online_lt"]["vs_majority_high"]) \
+        == (1.0, 1.0, 1.0)
+    assert by["majority"]["vs_majority"] == 0.0

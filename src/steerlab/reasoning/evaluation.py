@@ -1,9 +1,13 @@
 """Score every selector on the same samples: calibrate on one split of the questions, measure on the other.
 
+Each row has the accuracy with its 95% Wilson interval and, paired on the same questions, the accuracy
+difference to majority vote over all N with a 95% bootstrap interval (``vs_majority``, ``_low``, ``_high``).
+
 Tokens are counted per question as decoded tokens: best-of-N selectors pay for all N full samples;
 ``shortest`` pays N times the shortest sample (parallel decoding can stop every sample when the first
 finishes); ``majority@k`` pays the first k samples; sequential selectors pay the samples drawn up to
-acceptance; online stopping pays each sample up to where it was stopped.
+acceptance; online stopping (``online_stop`` by confidence, ``online_lt`` by the running LT-Combined
+score) pays each sample up to where it was stopped.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from .tasks import extract
 #: signals whose best sample is a selector, and those used for sequential early selection
 BEST_OF = ("net_change", "cumulative_change", "aligned_change", "lt_combined", "confidence", "lowest_group",
            "bottom_10", "tail", "probe")
+#: paired bootstrap resamples of questions for the accuracy difference to majority vote
+BOOTSTRAP = 2000
 SEQUENTIAL = ("net_change", "cumulative_change", "aligned_change", "lt_combined", "lowest_group", "probe")
 
 
@@ -139,11 +145,18 @@ def evaluate(records: Sequence[Record], calibration: set[int], decode: Callable[
         if lt_threshold is not None:
             add("online_lt", q, *_online_lt(rs, combined, lt_threshold, decode))
     rows = []
+    per_question = {name: np.array([a in right[q] for (a, _), q in zip(picks, test_q)], float)
+                    for name, picks in chosen.items()}
+    resamples = np.random.default_rng(seed).integers(0, len(test_q), size=(BOOTSTRAP, len(test_q)))
     for name, picks in chosen.items():
-        hits = sum(a in right[q] for (a, _), q in zip(picks, test_q))
+        hits = int(per_question[name].sum())
         low, high = wilson(hits, len(picks))
+        delta = per_question[name] - per_question["majority"]
+        d_low, d_high = np.percentile(delta[resamples].mean(1), [2.5, 97.5])
         rows.append({"selector": name, "accuracy": hits / len(picks), "ci_low": low, "ci_high": high,
-                     "tokens": float(np.mean([t for _, t in picks])), "questions": len(picks)})
+                     "tokens": float(np.mean([t for _, t in picks])), "questions": len(picks),
+                     "vs_majority": float(delta.mean()), "vs_majority_low": float(d_low),
+                     "vs_majority_high": float(d_high)})
     aurocs = _aurocs(test)
     settings = {"thresholds": thresholds, "stop_threshold": stop_threshold, "lt_stop_threshold": lt_threshold,
                 "lt_combined_weights": dict(zip(LT_SIGNALS, combined.weights.tolist())),
