@@ -116,3 +116,18 @@ def test_docs_block_runs(tiny, monkeypatch):
     assert len(scope["traces"]) == 4 and set(scope["scores"][0]) >= {"net_change", "lowest_group", "length"}
     for block in blocks[1:]:
         exec(compile(block, "docs/reasoning.md", "exec"), {})  # noqa: S102
+
+
+def test_cli_audit_runs_end_to_end(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("reasoning_gym")
+    from steerlab.cli import common
+
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: tiny)
+    out = tmp_path / "a"
+    result = CliRunner().invoke(app, ["audit", "--out", str(out), "--questions", "4", "--samples", "2",
+                                      "--max-new-tokens", "6", "--segment", "2", "--window", "2"])
+    assert result.exit_code == 0, result.output
+    assert "online_lt" in result.output and "vs majority" in result.output
+    with open(out / "selection.csv") as f:
+        rows = {row["selector"]: row for row in csv.DictReader(f)}
+    assert float(rows["majority"]["vs_majority"]) == 0.0

@@ -59,11 +59,12 @@ def audit(
                         max_new_tokens=max_new_tokens, temperature=temperature, window=window, keep=keep,
                         batch=batch, overwrite=overwrite)
     view = Table(title=f"{task}: {results['test_questions']} held-out questions, N={samples}")
-    for col in ("selector", "accuracy", "95% CI", "tokens"):
+    for col in ("selector", "accuracy", "95% CI", "tokens", "vs majority (95% CI)"):
         view.add_column(col)
     for row in results["selection"]:
         view.add_row(row["selector"], f"{row['accuracy']:.3f}", f"{row['ci_low']:.2f}-{row['ci_high']:.2f}",
-                     f"{row['tokens']:.0f}")
+                     f"{row['tokens']:.0f}", f"{row['vs_majority']:+.3f} ({row['vs_majority_low']:+.2f}, "
+                                            f"{row['vs_majority_high']:+.2f})")
     console.print(view)
     console.print(f"report -> {out / 'report.html'}  [dim]done in {time.perf_counter() - started:.0f} s[/]")
 
