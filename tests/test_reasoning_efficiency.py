@@ -24,15 +24,17 @@ def _mean_state(tiny, text: str, layer: int) -> torch.Tensor:
     ids = torch.tensor([tiny.tokenizer(text)["input_ids"]])
     with torch.no_grad():
         hidden = tiny.hf_model(ids, output_hidden_states=True).hidden_states
-    return hidden[layer + 1][0].double().mean(0)  # output of decoder layer `layer` (not the last: no final norm)
+    return hidden[layer + 1][0, 1:].double().mean(0)  # layer `layer`'s output (not the last: no final norm), token 0 left out
 
 
-def test_direction_is_concise_minus_verbose_mean_states_by_hand(tiny):
-    traces = ContrastTraces(["q1", "q2"], ["7", "Answer: 12"], ["First add 3 and 4 to get 7.", "Let us think."],
-                            [1, 10], [26, 13])
+def test_direction_is_concise_minus_verbose_mean_states_after_the_first_token_by_hand(tiny):
+    traces = ContrastTraces(["q1", "q2", "q3"], ["7.", "Answer: 12", "5"], ["First add 3 and 4 to get 7.", "Let us think.", "So"],
+                            [2, 10, 1], [26, 13, 2])
     got = efficiency_direction(tiny, traces, layers=[0])
-    want = (torch.stack([_mean_state(tiny, t, 0) for t in traces.concise]).mean(0)
-            - torch.stack([_mean_state(tiny, t, 0) for t in traces.verbose]).mean(0))
+    # the third pair has a one-token concise answer ("5"): left out
+    want = (torch.stack([_mean_state(tiny, t, 0) for t in traces.concise[:2]]).mean(0)
+            - torch.stack([_mean_state(tiny, t, 0) for t in traces.verbose[:2]]).mean(0))
+    assert got.meta["pairs"] == 2
     torch.testing.assert_close(got[0].double(), want, rtol=1e-4, atol=1e-5)
 
 

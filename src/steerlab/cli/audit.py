@@ -115,7 +115,10 @@ def audit_efficiency(
     res = efficiency_sweep(m, task, train, test, grid, layer, seed, max_new_tokens)
     table = res.results.drop(columns=["param"], errors="ignore")
     results = {"format": "steerlab-efficiency-1", **res.settings, "results": table.to_dict("records"),
-               "frontier": res.frontier["strength"].tolist(), "seconds": round(time.perf_counter() - started, 1)}
+               "frontier": res.frontier["strength"].tolist(), "seconds": round(time.perf_counter() - started, 1),
+               "direction_norm": float(res.direction[res.settings["layer"]].norm()),
+               "traces": {"questions": res.traces.questions, "concise": res.traces.concise,
+                          "verbose": res.traces.verbose}}
 
     def fill(folder: Path) -> None:
         table.to_csv(folder / "efficiency.csv", index=False)
