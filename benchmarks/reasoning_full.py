@@ -41,7 +41,9 @@ def sample(args: argparse.Namespace) -> None:
     models = {name: sl.load(name) for name in dict.fromkeys(m for m, _ in runs)}
     per_chunk = max(1, args.batch // args.samples)
     log = work / "log.jsonl"
-    firsts = range(0, args.questions, per_chunk)
+    firsts = list(range(0, args.questions, per_chunk))
+    if args.reverse:  # a second process can work from the other end of the same run
+        firsts.reverse()
     plan = ([(f, r) for f in firsts for r in runs] if args.order == "chunk" else [(f, r) for r in runs for f in firsts])
     for first, (model, task) in plan:
         n = min(per_chunk, args.questions - first)
@@ -124,6 +126,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--calibration", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reverse", action="store_true", help="take the chunks from the last one down")
     parser.add_argument("--order", choices=("run", "chunk"), default="run",
                         help="run: finish each run before the next; chunk: round-robin over the runs")
     parser.add_argument("--work", default="reasoning_full_work")
