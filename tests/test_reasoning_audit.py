@@ -87,7 +87,7 @@ def test_audit_writes_its_files(tiny, tmp_path):
     with open(out / "selection.csv") as f:
         selectors = {row["selector"] for row in csv.DictReader(f)}
     assert {"majority", "shortest", "confidence_vote", "lt_combined", "probe", "online_stop",
-            "sequential_net_change"} <= selectors
+            "online_lt", "sequential_net_change"} <= selectors
     assert results["questions"] == 4
     with pytest.raises(SteerlabError, match="already holds"):
         audit(tiny, "basic_arithmetic", questions=4, samples=2, out=out, max_new_tokens=6, progress=False)
@@ -109,8 +109,25 @@ def test_docs_block_runs(tiny, monkeypatch):
     import steerlab as sl
 
     text = (Path(__file__).parents[1] / "docs" / "reasoning.md").read_text()
-    block = re.search(r"```python\n(.*?)```", text, re.DOTALL).group(1)
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
     monkeypatch.setattr(sl, "load", lambda *a, **k: tiny)
     scope: dict = {}
-    exec(compile(block, "docs/reasoning.md", "exec"), scope)  # noqa: S102 -- running the docs is the test
+    exec(compile(blocks[0], "docs/reasoning.md", "exec"), scope)  # noqa: S102 -- running the docs is the test
     assert len(scope["traces"]) == 4 and set(scope["scores"][0]) >= {"net_change", "lowest_group", "length"}
+    for block in blocks[1:]:
+        exec(compile(block, "docs/reasoning.md", "exec"), {})  # noqa: S102
+
+
+def test_cli_audit_runs_end_to_end(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("reasoning_gym")
+    from steerlab.cli import common
+
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: tiny)
+    out = tmp_path / "a"
+    result = CliRunner().invoke(app, ["audit", "--out", str(out), "--questions", "4", "--samples", "2",
+                                      "--max-new-tokens", "6", "--segment", "2", "--window", "2"])
+    assert result.exit_code == 0, result.output
+    assert "online_lt" in result.output and "vs majority" in result.output
+    with open(out / "selection.csv") as f:
+        rows = {row["selector"]: row for row in csv.DictReader(f)}
+    assert float(rows["majority"]["vs_majority"]) == 0.0

@@ -17,6 +17,7 @@ from .behaviour import (
                         vader_compound,
 )
 from .compare import DEFAULT_METHODS, UTILITIES, Comparison, compare
+from .efficiency import Efficiency, ReasoningAccuracy, Truncated, efficiency_sweep
 from .forward import continuation_logprobs
 from .frontier import frontier, pareto_mask
 from .refusal import RefusalEval, RefusalStarts, refusal_eval, refusal_prompts, refusal_recipes, refusal_starts
@@ -33,12 +34,14 @@ __all__ = [
                         "REFUSAL_SUBSTRINGS",
                         "UTILITIES",
                         "Comparison",
+                        "Efficiency",
                         "Fluency",
                         "Generations",
                         "Item",
                         "Length",
                         "Perplexity",
                         "ProbeScore",
+                        "ReasoningAccuracy",
                         "Recovery",
                         "RefusalEval",
                         "RefusalScore",
@@ -48,6 +51,7 @@ __all__ = [
                         "Sentiment",
                         "Task",
                         "TaskAccuracy",
+                        "Truncated",
                         "answer_of",
                         "arithmetic_items",
                         "compare",
@@ -55,6 +59,7 @@ __all__ = [
                         "default_scorers",
                         "detect_recovery",
                         "distinct_n",
+                        "efficiency_sweep",
                         "first_integer",
                         "frontier",
                         "generate_grid",

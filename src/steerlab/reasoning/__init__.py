@@ -7,26 +7,81 @@ signals, selection among samples, sequential early selection and online early st
 """
 
 from .audit import audit, collect, tokens_saved
+from .efficiency import CONCISE, VERBOSE, ContrastTraces, contrast_traces, efficiency_direction, efficiency_method
 from .evaluation import Record, auroc, evaluate, wilson
 from .probe import CorrectnessProbe, features, fit_probe
-from .selection import best_by, calibrate_threshold, fit_combined, majority, sequential, shortest, weighted_vote
+from .selection import (
+    Combined,
+    best_by,
+    calibrate_threshold,
+    fit_combined,
+    majority,
+    sequential,
+    shortest,
+    weighted_vote,
+)
 from .signals import (
+    LT_SIGNALS,
     ORIENTATION,
     SIGNALS,
     confidence_signals,
     group_confidence,
     lt_per_layer,
+    lt_prefix,
     signals,
     token_confidence,
 )
-from .stopping import calibrate, confidence_stopper, stop_at
+from .stopping import calibrate, calibrate_lt, confidence_stopper, lt_stop_at, lt_stopper, stop_at
 from .tasks import TASKS, Task, extract, load_task
 from .traces import SEGMENT, TOP_K, Trace, Tracer, sample
 
 __all__ = [
-    "ORIENTATION", "SEGMENT", "SIGNALS", "TASKS", "TOP_K", "CorrectnessProbe", "Record", "Task", "Trace", "Tracer",
-    "audit", "auroc", "best_by", "calibrate", "calibrate_threshold", "collect", "confidence_signals",
-    "confidence_stopper", "evaluate", "extract", "features", "fit_combined", "fit_probe", "group_confidence",
-    "load_task", "lt_per_layer", "majority", "sample", "sequential", "shortest", "signals", "stop_at",
-    "token_confidence", "tokens_saved", "weighted_vote", "wilson",
+    "CONCISE",
+    "LT_SIGNALS",
+    "ORIENTATION",
+    "SEGMENT",
+    "SIGNALS",
+    "TASKS",
+    "TOP_K",
+    "VERBOSE",
+    "Combined",
+    "ContrastTraces",
+    "CorrectnessProbe",
+    "Record",
+    "Task",
+    "Trace",
+    "Tracer",
+    "audit",
+    "auroc",
+    "best_by",
+    "calibrate",
+    "calibrate_lt",
+    "calibrate_threshold",
+    "collect",
+    "confidence_signals",
+    "confidence_stopper",
+    "contrast_traces",
+    "efficiency_direction",
+    "efficiency_method",
+    "evaluate",
+    "extract",
+    "features",
+    "fit_combined",
+    "fit_probe",
+    "group_confidence",
+    "load_task",
+    "lt_per_layer",
+    "lt_prefix",
+    "lt_stop_at",
+    "lt_stopper",
+    "majority",
+    "sample",
+    "sequential",
+    "shortest",
+    "signals",
+    "stop_at",
+    "token_confidence",
+    "tokens_saved",
+    "weighted_vote",
+    "wilson",
 ]

@@ -13,7 +13,7 @@ from ..io import save_folder, write_json
 from ..progress import bar
 from .evaluation import Record, evaluate
 from .probe import features
-from .signals import WINDOW, confidence_signals, lt_per_layer, token_confidence
+from .signals import WINDOW, confidence_signals, lt_per_layer, lt_prefix, token_confidence
 from .stopping import KEEP
 from .tasks import extract, load_task
 from .traces import SEGMENT, TOP_K, sample
@@ -22,16 +22,19 @@ MARKER, FORMAT = "results.json", "steerlab-audit-1"
 
 def collect(model, task: str, questions: int, samples: int, seed: int = 0, segment: int = SEGMENT,
             max_new_tokens: int = 128, temperature: float = 0.7, top_k: int = TOP_K, batch: int = 64,
-            window: int = WINDOW, progress: bool | None = None) -> list[Record]:
-    """Sample ``samples`` traced answers to each of ``questions`` questions of ``task`` and score them."""
+            window: int = WINDOW, progress: bool | None = None, first: int = 0) -> list[Record]:
+    """Sample ``samples`` traced answers to each of ``questions`` questions of ``task`` and score them.
+
+    ``first``: index of the first question (a later chunk of the same seeded question list samples the
+    same questions with the same seeds as one long call with the same ``batch``)."""
     if not isinstance(samples, int) or samples < 1:
         raise SteerlabError(f"--samples must be a positive integer, got {samples!r}")
-    data = load_task(task, questions, seed)
+    data = load_task(task, first + questions, seed)
     per_call = max(1, batch // samples)
     records: list[Record] = []
     with bar(f"audit {task}", questions, progress) as advance:
-        for begin in range(0, questions, per_call):
-            qs = list(range(begin, min(begin + per_call, questions)))
+        for begin in range(first, first + questions, per_call):
+            qs = list(range(begin, min(begin + per_call, first + questions)))
             prompts = [data.prompts[q] for q in qs for _ in range(samples)]
             traces = sample(model, prompts, segment=segment, top_k=top_k, max_new_tokens=max_new_tokens,
                             temperature=temperature, seed=seed * 100_003 + begin)
@@ -43,7 +46,8 @@ def collect(model, task: str, questions: int, samples: int, seed: int = 0, segme
                 sig["length"] = float(len(trace))
                 records.append(Record(q, i % samples, answer, data.score(q, answer), trace.tokens, sig,
                                       {k: v.numpy() for k, v in lt_per_layer(trace.segments).items()},
-                                      features(trace, window), token_confidence(trace.top_logprobs).numpy()))
+                                      features(trace, window), token_confidence(trace.top_logprobs).numpy(),
+                                      lt_prefix=lt_prefix(trace.segments).numpy(), segment=segment))
             advance(len(qs))
     return records
 

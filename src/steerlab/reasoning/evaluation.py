@@ -1,9 +1,13 @@
 """Score every selector on the same samples: calibrate on one split of the questions, measure on the other.
 
+Each row has the accuracy with its 95% Wilson interval and, paired on the same questions, the accuracy
+difference to majority vote over all N with a 95% bootstrap interval (``vs_majority``, ``_low``, ``_high``).
+
 Tokens are counted per question as decoded tokens: best-of-N selectors pay for all N full samples;
 ``shortest`` pays N times the shortest sample (parallel decoding can stop every sample when the first
 finishes); ``majority@k`` pays the first k samples; sequential selectors pay the samples drawn up to
-acceptance; online stopping pays each sample up to where it was stopped.
+acceptance; online stopping (``online_stop`` by confidence, ``online_lt`` by the running LT-Combined
+score) pays each sample up to where it was stopped.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from .selection import (
     weighted_vote,
 )
 from .signals import LT_SIGNALS, ORIENTATION, SIGNALS, WINDOW
-from .stopping import KEEP, calibrate, stop_at
+from .stopping import KEEP, calibrate, calibrate_lt, lt_stop_at, stop_at
 from .tasks import extract
 
 #: signals whose best sample is a selector, and those used for sequential early selection
 BEST_OF = ("net_change", "cumulative_change", "aligned_change", "lt_combined", "confidence", "lowest_group",
            "bottom_10", "tail", "probe")
+#: paired bootstrap resamples of questions for the accuracy difference to majority vote
+BOOTSTRAP = 2000
 SEQUENTIAL = ("net_change", "cumulative_change", "aligned_change", "lt_combined", "lowest_group", "probe")
 
 
@@ -48,6 +54,8 @@ class Record:
     features: np.ndarray
     confidence: np.ndarray  # per-token DeepConf confidence
     scores: dict[str, float] = field(default_factory=dict)  # oriented: higher = more likely right
+    lt_prefix: np.ndarray | None = None  # [segments, 3] LT signals of each prefix (see signals.lt_prefix)
+    segment: int = 0  # tokens per segment of the trace
 
     @property
     def length(self) -> int:
@@ -110,6 +118,9 @@ def evaluate(records: Sequence[Record], calibration: set[int], decode: Callable[
         qs = [([r.answer for r in rs], [r.scores[name] for r in rs], [r.length for r in rs]) for rs in cal_q.values()]
         thresholds[name] = calibrate_threshold(qs, [right[q] for q in cal_q], wrong)
     stop_threshold = calibrate([r.confidence for r in cal], keep, window)
+    has_prefix = all(r.lt_prefix is not None and r.segment > 0 for r in records)
+    lt_threshold = (calibrate_lt([r.lt_prefix for r in cal if r.lt_prefix is not None], [r.length for r in cal], combined, cal[0].segment, keep)
+                    if has_prefix else None)
 
     n = min(len(rs) for rs in test_q.values())
     chosen: dict[str, list[tuple[str | None, int]]] = {}
@@ -131,14 +142,23 @@ def evaluate(records: Sequence[Record], calibration: set[int], decode: Callable[
             add(f"sequential_{name}", q, *sequential(answers, [r.scores[name] for r in rs], lengths,
                                                       thresholds[name]))
         add("online_stop", q, *_online(rs, stop_threshold, window, decode))
+        if lt_threshold is not None:
+            add("online_lt", q, *_online_lt(rs, combined, lt_threshold, decode))
     rows = []
+    per_question = {name: np.array([a in right[q] for (a, _), q in zip(picks, test_q)], float)
+                    for name, picks in chosen.items()}
+    resamples = np.random.default_rng(seed).integers(0, len(test_q), size=(BOOTSTRAP, len(test_q)))
     for name, picks in chosen.items():
-        hits = sum(a in right[q] for (a, _), q in zip(picks, test_q))
+        hits = int(per_question[name].sum())
         low, high = wilson(hits, len(picks))
+        delta = per_question[name] - per_question["majority"]
+        d_low, d_high = np.percentile(delta[resamples].mean(1), [2.5, 97.5])
         rows.append({"selector": name, "accuracy": hits / len(picks), "ci_low": low, "ci_high": high,
-                     "tokens": float(np.mean([t for _, t in picks])), "questions": len(picks)})
+                     "tokens": float(np.mean([t for _, t in picks])), "questions": len(picks),
+                     "vs_majority": float(delta.mean()), "vs_majority_low": float(d_low),
+                     "vs_majority_high": float(d_high)})
     aurocs = _aurocs(test)
-    settings = {"thresholds": thresholds, "stop_threshold": stop_threshold,
+    settings = {"thresholds": thresholds, "stop_threshold": stop_threshold, "lt_stop_threshold": lt_threshold,
                 "lt_combined_weights": dict(zip(LT_SIGNALS, combined.weights.tolist())),
                 "oracle": float(np.mean([bool(right[q]) for q in test_q])),
                 "sample_accuracy": float(np.mean([r.correct for r in test])),
@@ -164,6 +184,23 @@ def _online(rs: Sequence[Record], threshold: float, window: int,
     if kept:
         return weighted_vote(kept, weights), spent
     return majority(truncated), spent
+
+
+def _online_lt(rs: Sequence[Record], combined, threshold: float,
+               decode: Callable[[list[int]], str]) -> tuple[str | None, int]:
+    """Online stopping by the running LT-Combined score, replayed exactly (``lt_stop_at``); majority vote
+    of the unstopped samples, else of the stopped ones' answers so far."""
+    kept, spent, truncated = [], 0, []
+    for r in rs:
+        assert r.lt_prefix is not None
+        at = lt_stop_at(r.lt_prefix, r.length, combined, threshold, r.segment)
+        if at is None:
+            kept.append(r.answer)
+            spent += r.length
+        else:
+            spent += at
+            truncated.append(extract(decode(r.tokens[:at])))
+    return (majority(kept) if kept else majority(truncated)), spent
 
 
 def _aurocs(test: Sequence[Record]) -> list[dict]:

@@ -51,6 +51,15 @@ def lt_per_layer(segments: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"net_change": net.float(), "cumulative_change": cumulative.float(), "aligned_change": aligned.float()}
 
 
+def lt_prefix(segments: torch.Tensor) -> torch.Tensor:
+    """The LT signals (mean over layers) of every prefix of the trajectory, ``[N, 3]`` in ``LT_SIGNALS``
+    order: row ``i`` reads segments ``0..i`` only (row 0 is NaN), so it is what an online rule sees when
+    segment ``i`` closes."""
+    rows = [torch.stack([v.mean() for v in lt_per_layer(segments[: i + 1]).values()])
+            for i in range(segments.shape[0])]
+    return torch.stack(rows) if rows else torch.zeros(0, len(LT_SIGNALS))
+
+
 def token_confidence(top_logprobs: torch.Tensor) -> torch.Tensor:
     """DeepConf token confidence ``-mean(top-k log-probs)`` per token, ``[n]`` (higher: more confident)."""
     return -top_logprobs.double().mean(-1).float()

@@ -1,9 +1,13 @@
-"""Online early stopping (DeepConf-style): finish a sample mid-generation once its group confidence
-(the mean token confidence of its last ``window`` tokens) drops below a threshold calibrated on
-full calibration samples; stopped samples are left out of the vote.
+"""Online early stopping: finish a sample mid-generation once a running signal drops below a
+threshold calibrated on full calibration samples; stopped samples are left out of the vote.
 
-``stop_at`` replays the rule on a full sample: because the rule only reads the prefix, it stops where
-``confidence_stopper`` would have stopped the same sample during generation.
+Two signals: DeepConf's group confidence (the mean token confidence of the last ``window`` tokens,
+checked every token) and a latent-trajectory score (LT-Combined of the segment means so far, checked
+each time a segment closes, from the second segment on).
+
+``stop_at`` and ``lt_stop_at`` replay the rules on a full sample: because a rule only reads the
+prefix, each stops where ``confidence_stopper`` / ``lt_stopper`` would have stopped the same sample
+during generation.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .signals import WINDOW, group_confidence, token_confidence
+from .selection import Combined
+from .signals import WINDOW, group_confidence, lt_per_layer, token_confidence
 from .traces import Stopper, Trace
 
 #: share of calibration samples kept: the threshold is the (1 - KEEP) quantile of their lowest group
@@ -51,4 +56,52 @@ def confidence_stopper(threshold: float, window: int = WINDOW) -> Stopper:
         if len(trace) < window:
             return False
         return float(group_confidence(token_confidence(trace.top_logprobs[-window:]), window)[0]) < threshold
+    return stop
+
+
+def calibrate_lt(prefixes: Sequence[np.ndarray], lengths: Sequence[int], combined: Combined, segment: int,
+                 keep: float = KEEP) -> float:
+    """The running-LT-score threshold that keeps a ``keep`` share of calibration samples: the
+    ``1 - keep`` quantile of each sample's lowest score at a segment close (at most its length)
+    (``prefixes``: ``[segments, 3]`` LT signals of each prefix, ``signals.lt_prefix``)."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep!r}")
+    lows = []
+    for prefix, n in zip(prefixes, lengths):
+        scores = _checkpoints(prefix, n, combined, segment)
+        if scores.size:
+            lows.append(float(scores.min()))
+    return float(np.quantile(lows, 1.0 - keep)) if lows else -math.inf
+
+
+def _checkpoints(prefix: np.ndarray, length: int, combined: Combined, segment: int) -> np.ndarray:
+    """Running scores at the segment closes an online rule sees before the sample ends (NaN dropped)."""
+    closes = [i for i in range(1, len(prefix)) if (i + 1) * segment <= length]
+    if not closes:
+        return np.zeros(0)
+    scores = combined.score(np.asarray(prefix, float)[closes])
+    return scores[~np.isnan(scores)]
+
+
+def lt_stop_at(prefix: np.ndarray, length: int, combined: Combined, threshold: float, segment: int) -> int | None:
+    """Tokens decoded when the LT rule stops a sample of ``length`` tokens, or None if never: the
+    first segment close ``(i + 1) * segment <= length`` (``i >= 1``) whose running score < ``threshold``
+    (a close at the last token counts: the sample is then stopped, i.e. left out of the vote)."""
+    for i in range(1, len(prefix)):
+        if (i + 1) * segment > length:
+            return None
+        score = float(combined.score(np.asarray(prefix[i], float)[None])[0])
+        if score < threshold:
+            return (i + 1) * segment
+    return None
+
+
+def lt_stopper(combined: Combined, threshold: float) -> Stopper:
+    """A ``stop`` for ``sample(..., stop_every=segment)``: True once the LT-Combined score of the
+    segment means so far (two or more closed segments) is below ``threshold``."""
+    def stop(row: int, trace: Trace) -> bool:
+        if trace.segments.shape[0] < 2 or len(trace) % trace.segment:
+            return False
+        values = np.array([[float(v.mean()) for v in lt_per_layer(trace.segments).values()]])
+        return bool(combined.score(values)[0] < threshold)
     return stop
