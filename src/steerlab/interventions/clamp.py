@@ -35,9 +35,13 @@ class Clamp(Intervention):
                  site: str = "resid_post", positions: Positions = "all", min: float | None = None,
                  max: float | None = None):
         super().__init__(layers=layers, site=site, positions=positions)
+        # an infinite bound on its own side is no bound (min=-inf, max=+inf); NaN and the other infinities are refused
+        given = value is not None or min is not None or max is not None
+        min = None if _is(min, -math.inf) else min
+        max = None if _is(max, math.inf) else max
         value, min, max = (None if v is None else finite(v, f"Clamp {name}", MAX_VALUE)
                            for name, v in (("value", value), ("min", min), ("max", max)))
-        if value is None and min is None and max is None:
+        if not given:
             raise SteerlabError("Clamp needs value=, or min= and/or max=")
         if value is not None and (min is not None or max is not None):
             raise SteerlabError("Clamp takes either value= or min=/max=, not both")
@@ -69,3 +73,11 @@ class Clamp(Intervention):
         if mask is not None:
             shift = shift * mask[..., None].to(x.dtype)
         return x + shift * r
+
+
+def _is(value: object, bound: float) -> bool:
+    """Whether ``value`` is the number ``bound`` (an open bound)."""
+    try:
+        return not isinstance(value, bool) and float(value) == bound  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError):
+        return False
