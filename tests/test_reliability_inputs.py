@@ -156,7 +156,8 @@ BAD = {
     "Scale factor absurd": lambda: sl.Scale(1e9),
     "Scale factors inf": lambda: sl.Scale([1.0, float("inf")], index=[0, 1]),
     "Clamp value nan": lambda: sl.Clamp(V, value=float("nan")),
-    "Clamp min inf": lambda: sl.Clamp(V, min=float("-inf")),
+    "Clamp min +inf": lambda: sl.Clamp(V, min=float("inf")),  # -inf is an open lower bound, allowed
+    "Clamp max -inf": lambda: sl.Clamp(V, max=float("-inf")),
     "Clamp max absurd": lambda: sl.Clamp(V, max=1e12),
     "Ablate direction nan": lambda: sl.Ablate(NAN_V),
     "Patch value inf": lambda: sl.Patch(V * float("inf")),
