@@ -22,6 +22,7 @@ def deep_tiny(n_layers: int = 30) -> sl.Model:
     torch.manual_seed(0)
     config = tiny_config("llama")
     config.num_hidden_layers = n_layers
+    config.max_position_embeddings = 2048  # byte-level tokens: the docs' prompts are long
     hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
     hf.generation_config.eos_token_id = 2
     hf.generation_config.pad_token_id = 0

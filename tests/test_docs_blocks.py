@@ -27,7 +27,21 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 ELSEWHERE = {
     ("README.md", 'steer.save("happy.steer")'): "tests/test_readme.py::test_quickstart_runs",
     ("README.md", "sl.edit.bake(model, steer)"): "tests/test_readme.py::test_bake_snippet_runs_after_quickstart",
-    ("docs/reasoning.md", "sl.reasoning.sample("): "tests/test_reasoning_audit.py::test_docs_block_runs",
+    ("docs/reasoning.md", "traces = sl.reasoning.sample(model, prompts, segment=16"):
+        "tests/test_reasoning_audit.py::test_docs_block_runs",
+    ("docs/reasoning.md", "sl.reasoning.lt_stopper("): "tests/test_reasoning_audit.py::test_docs_block_runs",
+    ("docs/reasoning.md", "sl.evaluate.efficiency_sweep("): "tests/test_reasoning_audit.py::test_docs_block_runs",
+    ("docs/audits.md", "latent_robustness"): "tests/test_docs_audits.py::test_docs_python_blocks_run",
+    ("docs/audits.md", "arithmetic_items(16, seed=1000)"): "tests/test_docs_audits.py::test_docs_python_blocks_run",
+    ("docs/audits.md", "from steerlab.analysis.introspection import"):
+        "tests/test_docs_audits.py::test_docs_python_blocks_run",
+    ("docs/audits.md", "from steerlab.analysis.truth import"): "tests/test_docs_audits.py::test_docs_python_blocks_run",
+    ("docs/learned.md", "sl.recipes.train_controller("): "tests/test_docs_learned.py::test_docs_python_block_runs",
+    ("docs/learned.md", "sl.directions.grains("): "tests/test_docs_learned.py::test_docs_python_block_runs",
+    ("docs/learned.md", "rotate = sl.Rotate(happy[15]"): "tests/test_docs_learned.py::test_docs_python_block_runs",
+    ("docs/sae.md", "sl.sae.train_sae("): "tests/test_sae_docs.py::test_docs_python_block_runs",
+    ("docs/transfer.md", "from steerlab.directions import transfer"):
+        "tests/test_transfer.py::test_docs_python_block_runs_as_written",
     ("docs/refusal.md", "select_refusal_direction("): "tests/test_refusal.py::test_docs_python_block_runs",
     ("docs/serve.md", "from openai import OpenAI"): "tests/test_serve_docs.py::test_examples_run_against_a_server",
     ("docs/serve.md", "stream = client.chat"): "tests/test_serve_docs.py::test_examples_run_against_a_server",

@@ -80,7 +80,7 @@ def test_capture_takes_token_indices(tiny_llama):
     for i, tokens in enumerate(every):
         torch.testing.assert_close(one[i], tokens[-2], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(many[i], tokens[[0, -1, -3]], atol=1e-5, rtol=1e-5)
-    with pytest.raises(sl.SteerlabError, match="outside a text of 3 tokens"):
+    with pytest.raises(sl.SteerlabError, match="lies outside texts.1. .*which has 3 tokens"):
         tiny_llama.capture(texts, positions=-4)
     with pytest.raises(sl.SteerlabError, match="token index"):
         tiny_llama.capture(texts, positions="first")

@@ -33,7 +33,7 @@ def _out_folder(out: Path, force: bool) -> None:
 def robustness(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for table.csv, layers.csv, results.json, robustness.png."),
     n: int = typer.Option(24, help="Harmful prompts asked (HarmBench test split); only refused ones are audited."),
-    layers: str | None = typer.Option(None, help="Layers to perturb, e.g. 0-29 or 2,8,14 (default: every layer)."),
+    layers: str | None = typer.Option(None, help="Layers to perturb, e.g. 0-29, 2,8,14 or -3--1 (default: every layer)."),
     radii: str = typer.Option("0.05,0.1,0.2,0.4", help="Perturbation sizes as fractions of the layer's token norm."),
     n_random: int = typer.Option(3, help="Random directions per prompt and radius."),
     steps: int = typer.Option(1, help="Gradient steps of the adversarial (ASA) perturbation."),
@@ -84,7 +84,7 @@ def robustness(
 
 def truth_stability(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for table.csv, results.json and truth.png."),
-    layers: str | None = typer.Option(None, help="Layers to probe, e.g. 0-29 (default: every layer)."),
+    layers: str | None = typer.Option(None, help="Layers to probe, e.g. 0-29, 6,12 or -3--1 (default: every layer)."),
     test: float = typer.Option(0.3, help="Share of statements held out (true/false pairs kept together)."),
     C: float = typer.Option(1.0, "--C", help="Inverse L2 strength of the logistic-regression probes."),
     template: str = typer.Option("{statement}", help="How each statement is written to the model."),
@@ -120,7 +120,7 @@ def truth_stability(
 def introspect(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for table.csv, trials.csv, results.json and a figure."),
     concepts: str | None = typer.Option(None, help="Comma-separated concept words (default: 12 built-in nouns)."),
-    layers: str | None = typer.Option(None, help="Injection layers, e.g. 12,16,21,25 (default: 40/55/70/85% depth)."),
+    layers: str | None = typer.Option(None, help="Injection layers, e.g. 12,16,21,25 or -3--1 (default: 40/55/70/85% depth)."),
     strengths: str = typer.Option("1,2,4,8", help="Injection strengths s (h += s * v)."),
     trials: int = typer.Option(1, help="Injected trials per concept, layer and strength."),
     controls: int | None = typer.Option(None, help="Control trials without injection (default: one per concept "

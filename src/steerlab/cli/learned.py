@@ -16,7 +16,7 @@ from .common import DEVICE, DTYPE, LAYERS_HELP, MODEL
 def controller(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the recipe (.steer), usable by `steerlab steer`."),
     input_layers: str = typer.Option("6-9", help=f"Layers the controller reads (last prompt token): {LAYERS_HELP}."),
-    layers: str | None = typer.Option(None, help="Layers it steers (default: every layer after the inputs)."),
+    layers: str | None = typer.Option(None, help="Layers it steers, e.g. 10-29 or -3--1 (default: every layer after the inputs)."),
     scale: float = typer.Option(4.0, help="lambda: the addition is s * lambda * w_l * r_l (the paper's 4.0)."),
     n_train: int = typer.Option(48, help="HarmBench and bundled harmful prompts (each) and 2x harmless, to train on."),
     epochs: int = typer.Option(10, help="Training epochs (AdamW, lr 5e-5, batch 8; best epoch kept)."),

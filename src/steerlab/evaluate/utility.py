@@ -18,7 +18,7 @@ import torch
 from ..data import reference_text
 from ..interventions import Steering
 from ..models import Model
-from ..models.tokens import encode
+from ..models.tokens import context_length, encode
 from .forward import continuation_logprobs
 from .scorer import Generations, Scorer, mean, model_key
 
@@ -74,7 +74,8 @@ def _prompt_ids(model: Model, prompt: str) -> list[int]:
 class Perplexity(Scorer):
     """Perplexity of ``text`` (default: the bundled reference text) as the reply to ``prompt``.
 
-    ``max_tokens`` keeps the first tokens of the text only (None: all of it).
+    ``max_tokens`` keeps the first tokens of the text only (None: all of it); the text is also cut to
+    fit the model's context after the prompt.
     """
 
     kind = "utility"
@@ -92,7 +93,12 @@ class Perplexity(Scorer):
         def make() -> tuple[list[int], list[int]]:
             text = self.text if self.text is not None else reference_text()
             ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
-            return _prompt_ids(model, self.prompt), ids[:self.max_tokens] if self.max_tokens else ids
+            prompt = _prompt_ids(model, self.prompt)
+            keep = self.max_tokens or len(ids)
+            context = context_length(model)
+            if context is not None:  # the reference text is ours to cut: it never overruns the model's context
+                keep = min(keep, max(1, context - len(prompt)))
+            return prompt, ids[:keep]
         return self.cached(("ids", model_key(model)), make)
 
     def _run(self, model: Model, recipes: Sequence[Steering | None]) -> list[float]:
