@@ -62,7 +62,8 @@ class Steerer:
 
     def __init__(self, n_layers: int, d_model: int, like: torch.Tensor):
         self.n_layers, self.d_model, self.like = n_layers, d_model, like
-        self.asks: dict[str, Ask | None] = {}
+        #: rid -> (the request's extra_args object, its decoded ask)
+        self.asks: dict[str, tuple[object, Ask | None]] = {}
         self.plan_key: tuple | None = None
         self.plan: dict[Site, list[SiteOp]] = {}
         self.flags: dict[str, dict] = {}
@@ -71,10 +72,13 @@ class Steerer:
 
     # --- per pass ------------------------------------------------------------------------------
     def ask_of(self, rid: str, extra_args: dict | None) -> Ask | None:
-        """The request's decoded ask, decoded once per request."""
-        if rid not in self.asks:
-            self.asks[rid] = parse(extra_args)
-        return self.asks[rid]
+        """The request's decoded ask, decoded once per request (a new request that reuses an id has new
+        ``extra_args`` and is decoded again: a stale recipe is never applied)."""
+        held = self.asks.get(rid)
+        if held is None or held[0] is not extra_args:
+            held = (extra_args, parse(extra_args))
+            self.asks[rid] = held
+        return held[1]
 
     def begin(self, rids: Sequence[str], extras: Callable[[str], dict | None], prompt_lens: Callable[[str], int],
               query_start_loc: torch.Tensor, positions: torch.Tensor) -> None:
