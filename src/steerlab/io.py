@@ -165,6 +165,18 @@ def is_artifact(folder: PathLike, marker: str, format: str) -> bool:
     return isinstance(doc, dict) and doc.get("format") == format
 
 
+def read_artifact(path: PathLike, marker: str, format: str, what: str) -> tuple[Path, dict[str, Any]]:
+    """The folder and ``marker`` document of a saved ``what``; one ``DataError`` when it is not one."""
+    folder = Path(path)
+    if not (folder / marker).is_file():
+        raise DataError(f"no {what} at {str(path)!r} (expected a folder with {marker})")
+    doc = read_json(folder / marker, what)
+    if not isinstance(doc, dict) or doc.get("format") != format:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise DataError(f"{folder} is not a steerlab {what} (format {found!r})")
+    return folder, doc
+
+
 def check_target(folder: PathLike, marker: str, format: str, overwrite: bool, what: str) -> None:
     """Refuse to save over ``folder`` unless it is absent, or ``overwrite`` is set and it is a ``what`` artifact."""
     check_owned(folder, lambda p: is_artifact(p, marker, format), overwrite, what)

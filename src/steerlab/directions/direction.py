@@ -146,13 +146,7 @@ class Direction:
         ``d_model`` and ``meta`` with those types, the vectors must match them and be finite and
         below 1e6 in size; anything else raises ``DataError`` naming the file.
         """
-        folder = Path(path)
-        if not (folder / MARKER).is_file():
-            raise DataError(f"no direction at {str(path)!r} (expected a folder with {MARKER})")
-        doc = io.read_json(folder / MARKER, "direction")
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            found = doc.get("format") if isinstance(doc, dict) else None
-            raise DataError(f"{folder} is not a steerlab direction (format {found!r})")
+        folder, doc = io.read_artifact(path, MARKER, FORMAT, "direction")
         where = folder / MARKER
         extra = sorted(set(doc) - {"format", "layers", "d_model", "meta"})
         if extra:

@@ -236,13 +236,7 @@ class LinearMap:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LinearMap:
         """Read a map written by ``save``; shapes and values are checked, not trusted."""
-        folder = Path(path)
-        if not (folder / MARKER).is_file():
-            raise DataError(f"no transfer map at {str(path)!r} (expected a folder with {MARKER})")
-        doc = io.read_json(folder / MARKER, "transfer map")
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            found = doc.get("format") if isinstance(doc, dict) else None
-            raise DataError(f"{folder} is not a steerlab transfer map (format {found!r})")
+        folder, doc = io.read_artifact(path, MARKER, FORMAT, "transfer map")
         ints = {k: doc.get(k) for k in ("source_layer", "target_layer", "rank", "d_source", "d_target")}
         if not all(type(v) is int and v >= 0 for v in ints.values()) or not isinstance(doc.get("r2"), (int, float)):
             raise DataError(f"{folder / MARKER}: layers, rank and widths must be non-negative integers and r2 a number")

@@ -31,6 +31,19 @@ from .. import wire
 Loader = Callable[[], Any]
 
 
+def as_loader(load: Loader | str) -> Loader:
+    """A picklable zero-argument model loader: a model name becomes ``partial(steerlab.load, name)``."""
+    if isinstance(load, str):
+        from functools import partial
+
+        from ... import load as sl_load
+
+        return partial(sl_load, load)
+    if not callable(load):
+        raise SteerlabError(f"load must be a model name or a callable returning a Model, got {type(load).__name__}")
+    return load
+
+
 class _Capturer:
     """A Ray actor: one model, capturing whole batches handed to it as rows of texts."""
 
@@ -68,14 +81,7 @@ def capture(load: Loader | str, texts: list[str], out: str | os.PathLike[str], s
     """
     import ray
 
-    if isinstance(load, str):
-        from functools import partial
-
-        from ... import load as sl_load
-
-        load = partial(sl_load, load)
-    if not callable(load):
-        raise SteerlabError(f"load must be a model name or a callable returning a Model, got {type(load).__name__}")
+    load = as_loader(load)
     if not isinstance(actors, int) or actors < 1:
         raise SteerlabError(f"actors must be a positive integer, got {actors!r}")
     texts = check_texts(texts)

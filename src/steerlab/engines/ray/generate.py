@@ -9,7 +9,6 @@ the texts and tokens in row order. With the same chunks a local run uses, the re
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import torch
@@ -18,7 +17,7 @@ from ...errors import SteerlabError
 from ...interventions.steering import Steering
 from ...models.generate import GenerationResult
 from .. import wire
-from .capture import Loader
+from .capture import Loader, as_loader
 
 
 class _Generator:
@@ -49,12 +48,7 @@ class RayGenerator:
                  threads: int | None = None):
         import ray
 
-        if isinstance(load, str):
-            from ... import load as sl_load
-
-            load = partial(sl_load, load)
-        if not callable(load):
-            raise SteerlabError(f"load must be a model name or a callable returning a Model, got {type(load).__name__}")
+        load = as_loader(load)
         for name, value in (("actors", actors), ("batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise SteerlabError(f"{name} must be a positive integer, got {value!r}")
@@ -63,7 +57,6 @@ class RayGenerator:
         remote = ray.remote(num_cpus=num_cpus)(_Generator)
         self.batch_size = batch_size
         self._pool = ray.util.ActorPool([remote.remote(load, threads) for _ in range(actors)])
-        self._actors = actors
 
     def __call__(self, prompts: Sequence[str], steering: Steering | Sequence[Steering | None] | None = None,
                  max_new_tokens: int = 40, **options: Any) -> GenerationResult:
