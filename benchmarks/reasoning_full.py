@@ -53,7 +53,7 @@ def sample(args: argparse.Namespace) -> None:
         started = time.time()
         records = collect(models[model], task, n, args.samples, seed=args.seed, first=first,
                           max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                          batch=args.batch, progress=False)
+                          batch=args.batch, segment=args.segment, progress=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(pickle.dumps(records))
@@ -98,7 +98,7 @@ def evaluate_runs(args: argparse.Namespace) -> None:
         sampling_s = sum(r["s"] for r in log if r["model"] == model and r["task"] == task)
         results = {"model": model, "task": task, "questions": len(questions), "samples": args.samples,
                    "seed": args.seed, "calibration": args.calibration, "max_new_tokens": args.max_new_tokens,
-                   "temperature": args.temperature, "generation_s": round(sampling_s, 1), **settings,
+                   "temperature": args.temperature, "segment": args.segment, "generation_s": round(sampling_s, 1), **settings,
                    "selection": rows, "signals": aurocs}
         results["tokens_saved_pct"] = {r["selector"]: round(tokens_saved(results, r["selector"]), 1) for r in rows}
         results["matched_majority"] = _matched(rows)
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--segment", type=int, default=16, help="tokens per trajectory segment")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--calibration", type=float, default=0.3)

@@ -65,3 +65,16 @@ def test_bad_arguments_raise(tiny):
         sample(tiny, PROMPTS, segment=0)
     with pytest.raises(SteerlabError, match="layers"):
         sample(tiny, PROMPTS, layers=[99])
+
+
+def test_end_rule_completes_a_row_at_its_stop_sequence_without_stopping_it(tiny):
+    free = sample(tiny, PROMPTS, segment=2, max_new_tokens=9, do_sample=False, chat=False)
+    assert len(free[0]) >= 5, "the test needs a row that runs at least 5 tokens"
+    stop_sequence = free[0].tokens[:4]
+    ended = sample(tiny, PROMPTS, segment=2, max_new_tokens=9, do_sample=False, chat=False,
+                   end=lambda tokens: tokens == stop_sequence)
+    assert ended[0].tokens == stop_sequence and not ended[0].stopped
+    assert ended[0].top_logprobs.shape[0] == 4 and ended[0].segments.shape[0] == 2
+    for a, b in zip(free[1:], ended[1:]):  # rows whose text never matches run as before
+        if a.tokens[:4] != stop_sequence:
+            assert a.tokens == b.tokens

@@ -36,7 +36,8 @@ def audit(
 ) -> None:
     """Audit reasoning from latent states: best-of-N, sequential selection and online stopping vs majority vote.
 
-    Hidden states and top-k log-probabilities are captured in the sampling passes themselves.
+    Hidden states and top-k log-probabilities are captured in the sampling passes themselves. A base
+    model (no chat template) is shown two worked examples of the task and stops at its answer line.
 
     Example:  steerlab audit --task basic_arithmetic --questions 40 --samples 8 --out audit/
     """

@@ -32,11 +32,12 @@ from .signals import (
     token_confidence,
 )
 from .stopping import calibrate, calibrate_lt, confidence_stopper, lt_stop_at, lt_stopper, stop_at
-from .tasks import TASKS, Task, extract, load_task
+from .tasks import EXAMPLES, TASKS, Task, answer_end, extract, few_shot_prompt, load_task
 from .traces import SEGMENT, TOP_K, Trace, Tracer, sample
 
 __all__ = [
     "CONCISE",
+    "EXAMPLES",
     "LT_SIGNALS",
     "ORIENTATION",
     "SEGMENT",
@@ -51,6 +52,7 @@ __all__ = [
     "Task",
     "Trace",
     "Tracer",
+    "answer_end",
     "audit",
     "auroc",
     "best_by",
@@ -66,6 +68,7 @@ __all__ = [
     "evaluate",
     "extract",
     "features",
+    "few_shot_prompt",
     "fit_combined",
     "fit_probe",
     "group_confidence",

@@ -15,7 +15,7 @@ from .evaluation import Record, evaluate
 from .probe import features
 from .signals import WINDOW, confidence_signals, lt_per_layer, lt_prefix, token_confidence
 from .stopping import KEEP
-from .tasks import extract, load_task
+from .tasks import answer_end, extract, load_task
 from .traces import SEGMENT, TOP_K, sample
 
 MARKER, FORMAT = "results.json", "steerlab-audit-1"
@@ -26,18 +26,25 @@ def collect(model, task: str, questions: int, samples: int, seed: int = 0, segme
     """Sample ``samples`` traced answers to each of ``questions`` questions of ``task`` and score them.
 
     ``first``: index of the first question (a later chunk of the same seeded question list samples the
-    same questions with the same seeds as one long call with the same ``batch``)."""
+    same questions with the same seeds as one long call with the same ``batch``). A model without a
+    chat template (a base model) gets the task's worked examples before each question and its
+    samples end at their answer line (``tasks.few_shot_prompt``, ``tasks.answer_end``)."""
+    from ..models.tokens import has_chat_template
+
     if not isinstance(samples, int) or samples < 1:
         raise SteerlabError(f"--samples must be a positive integer, got {samples!r}")
     data = load_task(task, first + questions, seed)
     per_call = max(1, batch // samples)
+    base = not has_chat_template(model.tokenizer)
+    questions_text = data.few_shot_prompts if base else data.prompts
+    end = answer_end(model.tokenizer) if base else None
     records: list[Record] = []
     with bar(f"audit {task}", questions, progress) as advance:
         for begin in range(first, first + questions, per_call):
             qs = list(range(begin, min(begin + per_call, first + questions)))
-            prompts = [data.prompts[q] for q in qs for _ in range(samples)]
+            prompts = [questions_text[q] for q in qs for _ in range(samples)]
             traces = sample(model, prompts, segment=segment, top_k=top_k, max_new_tokens=max_new_tokens,
-                            temperature=temperature, seed=seed * 100_003 + begin)
+                            temperature=temperature, seed=seed * 100_003 + begin, end=end)
             for i, trace in enumerate(traces):
                 q = qs[i // samples]
                 answer = extract(trace.text)

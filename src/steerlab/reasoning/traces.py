@@ -30,6 +30,8 @@ TOP_K = 5
 
 #: ``stop(row, trace) -> bool``: finish a row mid-generation (online early stopping)
 Stopper = Callable[[int, "Trace"], bool]
+#: ``end(tokens) -> bool``: the sample is complete (a stop sequence for models that do not emit EOS)
+Ender = Callable[[list[int]], bool]
 
 
 @dataclass
@@ -54,14 +56,14 @@ class Tracer(StoppingCriteria):
     """Read ops for ``generate(reads=...)`` and the stopping criterion that commits what they read."""
 
     def __init__(self, batch: int, layers: Sequence[int], eos: set[int], segment: int = SEGMENT,
-                 top_k: int = TOP_K, stop: Stopper | None = None, stop_every: int = 1):
+                 top_k: int = TOP_K, stop: Stopper | None = None, stop_every: int = 1, end: Ender | None = None):
         if not isinstance(segment, int) or segment < 1:
             raise SteerlabError(f"segment must be a positive integer (tokens per segment), got {segment!r}")
         if not isinstance(top_k, int) or top_k < 1:
             raise SteerlabError(f"top_k must be a positive integer, got {top_k!r}")
         self.layers = list(layers)
         self.eos = torch.tensor(sorted(eos), dtype=torch.long)
-        self.segment, self.top_k, self.stop, self.stop_every = segment, top_k, stop, stop_every
+        self.segment, self.top_k, self.stop, self.stop_every, self.end = segment, top_k, stop, stop_every, end
         self.fresh: dict[int, torch.Tensor] = {}
         self.logits: torch.Tensor | None = None
         self.sums: torch.Tensor | None = None
@@ -108,9 +110,13 @@ class Tracer(StoppingCriteria):
             self.top[b].append(top[b])
             if int(self.count[b]) == self.segment:
                 self._close(b)
+        if self.end is not None:  # a complete sample ends like one at EOS (its last token kept)
+            for b in rows.tolist():
+                if self.end(self.tokens[b]):
+                    valid[b] = False
         halt = torch.zeros_like(valid)
         if self.stop is not None:
-            for b in rows.tolist():
+            for b in valid.nonzero().flatten().tolist():
                 if len(self.tokens[b]) % self.stop_every == 0 and self.stop(b, self.trace(b, "")):
                     halt[b] = True
         self.stopped |= halt
@@ -146,11 +152,13 @@ def _eos(model) -> set[int]:
 def sample(model, prompts: Sequence[str], layers: Sequence[int] | None = None, segment: int = SEGMENT,
            top_k: int = TOP_K, stop: Stopper | None = None, stop_every: int = 1, max_new_tokens: int = 128,
            do_sample: bool = True, temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
-           chat: bool | None = None, steering=None) -> list[Trace]:
+           chat: bool | None = None, steering=None, end: Ender | None = None) -> list[Trace]:
     """Generate one sample per prompt (repeat a prompt for N samples) and trace it in the same passes.
 
     ``layers``: the decoder layers whose output is traced (default: all). ``stop`` finishes a row
     when it returns True (checked every ``stop_every`` tokens); such a trace has ``stopped=True``.
+    ``end`` completes a row when it returns True for the row's tokens so far (a stop sequence; the
+    trace keeps the token that completed it and is not ``stopped``).
     """
     from ..models import generate as _generate
     from ..models.tokens import check_texts
@@ -161,7 +169,7 @@ def sample(model, prompts: Sequence[str], layers: Sequence[int] | None = None, s
     bad = [i for i in layers if not 0 <= i < n_layers]
     if bad or not layers:
         raise SteerlabError(f"layers={layers!r}: each must be in 0..{n_layers - 1}")
-    tracer = Tracer(len(prompts), layers, _eos(model), segment, top_k, stop, stop_every)
+    tracer = Tracer(len(prompts), layers, _eos(model), segment, top_k, stop, stop_every, end)
     out = _generate.generate(model, prompts, steering, max_new_tokens=max_new_tokens, do_sample=do_sample, chat=chat,
                              seed=seed, temperature=temperature, top_p=top_p, reads=tracer.reads(),
                              stopping_criteria=StoppingCriteriaList([tracer]))
