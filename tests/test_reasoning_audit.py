@@ -82,7 +82,8 @@ def test_audit_writes_its_files(tiny, tmp_path):
     out = tmp_path / "audit"
     results = audit(tiny, "basic_arithmetic", questions=4, samples=2, out=out, max_new_tokens=6, segment=2,
                     window=2, progress=False)
-    for name in ("selection.csv", "signals.csv", "results.json", "report.html", "figures/accuracy_vs_tokens.png"):
+    for name in ("selection.csv", "signals.csv", "results.json", "report.html", "figures/accuracy_vs_tokens.png",
+                 "figures/latent_trajectories.png"):
         assert (out / name).is_file()
     with open(out / "selection.csv") as f:
         selectors = {row["selector"] for row in csv.DictReader(f)}

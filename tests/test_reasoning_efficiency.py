@@ -68,18 +68,22 @@ def test_sweep_lengths_and_accuracy_match_a_hand_steered_decoder(tiny):
     data = load_task("basic_arithmetic", 6, 0)
     indices = [i for i in range(3, 6) if data.questions[i] not in set(data.questions[:3])]
     vector = res.direction[0].float()
-    texts_by = {}
+    texts_by, right_by = {}, {}
     for alpha, row in zip((0.0, 3.0), res.results.itertuples()):
         outs = [_greedy_by_hand(tiny, data.prompts[i], vector, alpha, 0, 6) for i in indices]
         assert row.strength == alpha
         assert row.length == pytest.approx(sum(map(len, outs)) / len(outs))
         texts = [tiny.tokenizer.decode(o, skip_special_tokens=True) for o in outs]
-        hits = sum(data.score(i, extract(t)) for i, t in zip(indices, texts))
-        assert row.accuracy == hits / len(indices)
+        right_by[alpha] = [data.score(i, extract(t)) for i, t in zip(indices, texts)]
+        assert row.accuracy == sum(right_by[alpha]) / len(indices)
         assert row.truncated == sum(len(o) >= 6 for o in outs) / len(outs)
         texts_by[alpha] = [s["text"] for s in res.results.attrs["samples"] if s["strength"] == alpha]
         assert texts_by[alpha] == texts
     assert texts_by[0.0] != texts_by[3.0]  # the steering is applied, not a silent no-op
+    # paired on the same questions: the unsteered row differs by 0, the steered one by the hand difference
+    assert res.results["vs_unsteered"].tolist() == pytest.approx(
+        [0.0, (sum(right_by[3.0]) - sum(right_by[0.0])) / len(indices)])
+    assert (res.results["vs_unsteered_low"] <= res.results["vs_unsteered"]).all()
     assert set(res.frontier["strength"]) <= {0.0, 3.0} and len(res.frontier) >= 1
 
 

@@ -108,3 +108,16 @@ def test_extract():
     assert extract("first 5 then 6") == "6"
     assert extract("Answer: 2.50") == "2.5"
     assert extract("no digits") is None
+
+
+def test_paired_difference_by_hand():
+    from steerlab.reasoning import paired_difference
+
+    assert paired_difference([1, 0, 1], [1, 0, 1]) == (0.0, 0.0, 0.0)
+    assert paired_difference([1, 1, 1], [0, 0, 0]) == (1.0, 1.0, 1.0)
+    mean, low, high = paired_difference([1, 1, 0, 0], [0, 1, 0, 0], seed=1)
+    # a resample of 4 holds k copies of the one gain, mean k/4: P(k=0) = 0.32 > 2.5% puts the low end at 0,
+    # P(k>=3) = 5.1% > 2.5% > P(k=4) = 0.4% puts the high end at 3/4
+    assert (mean, low, high) == (0.25, 0.0, 0.75)
+    with pytest.raises(ValueError):
+        paired_difference([], [])

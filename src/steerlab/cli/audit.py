@@ -134,11 +134,15 @@ def audit_efficiency(
     save_folder(out, fill, marker="results.json", format="steerlab-efficiency-1", overwrite=overwrite,
                 what="efficiency run")
     view = Table(title=f"{task}: {res.settings['test_questions']} held-out questions, layer {res.settings['layer']}")
-    for col in ("strength", "accuracy", "95% CI", "tokens", "truncated"):
+    paired = "vs_unsteered" in table
+    for col in ("strength", "accuracy", "95% CI", "tokens", "truncated") + (("vs unsteered (95% CI)",) if paired else ()):
         view.add_column(col)
     for row in table.itertuples():
-        view.add_row(f"{row.strength:g}", f"{row.accuracy:.3f}", f"{row.accuracy_low:.2f}-{row.accuracy_high:.2f}",
-                     f"{row.length:.1f}", f"{row.truncated:.2f}")
+        cells = [f"{row.strength:g}", f"{row.accuracy:.3f}", f"{row.accuracy_low:.2f}-{row.accuracy_high:.2f}",
+                 f"{row.length:.1f}", f"{row.truncated:.2f}"]
+        if paired:
+            cells.append(f"{row.vs_unsteered:+.3f} ({row.vs_unsteered_low:+.2f}, {row.vs_unsteered_high:+.2f})")
+        view.add_row(*cells)
     console.print(view)
     console.print(f"-> {out}  [dim]done in {time.perf_counter() - started:.0f} s[/]")
 

@@ -18,7 +18,7 @@ from ..errors import SteerlabError
 from ..interventions import Steering
 from ..models import Model
 from ..reasoning.efficiency import STRENGTHS, ContrastTraces, contrast_traces, efficiency_direction, efficiency_method
-from ..reasoning.evaluation import wilson
+from ..reasoning.evaluation import paired_difference, wilson
 from ..reasoning.tasks import Task, extract, load_task
 from .behaviour import Length
 from .frontier import frontier
@@ -28,13 +28,14 @@ from .sweep import sweep
 
 class ReasoningAccuracy(Scorer):
     """Share of answers the task's own scorer marks right (answer extracted as in the audit), with a
-    95% Wilson interval."""
+    95% Wilson interval; ``hits`` keeps each recipe's right/wrong per question, in call order."""
 
     columns: ClassVar[dict[str, bool | None]] = {"accuracy": True, "accuracy_low": None, "accuracy_high": None}
 
     def __init__(self, task: Task, indices: Sequence[int]):
         super().__init__()
         self.task, self.indices = task, list(indices)
+        self.hits: list[list[bool]] = []
 
     def score(self, model: Model, recipes: Sequence[Steering | None],
               generations: Generations) -> dict[str, list[float]]:
@@ -42,7 +43,9 @@ class ReasoningAccuracy(Scorer):
         for texts in generations.texts:
             if len(texts) != len(self.indices):
                 raise SteerlabError(f"{len(texts)} generations for {len(self.indices)} questions")
-            hits = sum(self.task.score(i, extract(t)) for i, t in zip(self.indices, texts))
+            right = [self.task.score(i, extract(t)) for i, t in zip(self.indices, texts)]
+            self.hits.append(right)
+            hits = sum(right)
             low, high = wilson(hits, len(texts))
             out["accuracy"].append(hits / len(texts))
             out["accuracy_low"].append(low)
@@ -82,7 +85,9 @@ def efficiency_sweep(model: Model, task: str = "basic_arithmetic", train: int = 
                      strengths: Sequence[float] = STRENGTHS, layer: int | None = None, seed: int = 0,
                      max_new_tokens: int = 128, batch_size: int | None = None) -> Efficiency:
     """Build the efficiency direction on ``train`` questions and sweep ``strengths`` at ``layer``
-    (default: the middle layer) on ``test`` held-out questions, greedy, ``max_new_tokens`` at most."""
+    (default: the middle layer) on ``test`` held-out questions, greedy, ``max_new_tokens`` at most.
+    With 0 among ``strengths``, each row also has its accuracy difference to the unsteered model on
+    the same questions (``vs_unsteered`` with a 95% paired bootstrap interval)."""
     if not isinstance(test, int) or test < 1:
         raise SteerlabError(f"test must be a positive integer, got {test!r}")
     n_layers = model.bound.n_layers
@@ -98,9 +103,16 @@ def efficiency_sweep(model: Model, task: str = "basic_arithmetic", train: int = 
         raise SteerlabError("every test question is also a training question; raise --test")
     prompts = [data.prompts[i] for i in indices]
     method = efficiency_method(direction, layer, strengths)
+    accuracy = ReasoningAccuracy(data, indices)
     table = sweep(model, method, strengths=strengths, prompts=prompts,
-                  scorers=[ReasoningAccuracy(data, indices), Length(), Truncated(max_new_tokens)], max_new_tokens=max_new_tokens,
+                  scorers=[accuracy, Length(), Truncated(max_new_tokens)], max_new_tokens=max_new_tokens,
                   batch_size=batch_size)
+    grid = [float(x) for x in strengths]
+    if 0.0 in grid and len(accuracy.hits) == len(grid):  # paired on the same questions, vs unsteered
+        base = accuracy.hits[grid.index(0.0)]
+        diffs = [paired_difference(hits, base, seed) for hits in accuracy.hits]
+        for k, column in enumerate(("vs_unsteered", "vs_unsteered_low", "vs_unsteered_high")):
+            table[column] = [d[k] for d in diffs]
     front = frontier(table, "accuracy", "length", higher_behaviour=True, higher_utility=False)
     settings = {"model": model.name, "task": task, "train": train, "test_questions": len(indices), "layer": layer,
                 "strengths": [float(s) for s in strengths], "seed": seed, "max_new_tokens": max_new_tokens,

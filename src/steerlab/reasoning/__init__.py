@@ -8,7 +8,7 @@ signals, selection among samples, sequential early selection and online early st
 
 from .audit import audit, collect, tokens_saved
 from .efficiency import CONCISE, VERBOSE, ContrastTraces, contrast_traces, efficiency_direction, efficiency_method
-from .evaluation import Record, auroc, evaluate, wilson
+from .evaluation import Record, auroc, evaluate, paired_difference, wilson
 from .probe import CorrectnessProbe, features, fit_probe
 from .selection import (
     Combined,
@@ -78,6 +78,7 @@ __all__ = [
     "lt_stop_at",
     "lt_stopper",
     "majority",
+    "paired_difference",
     "sample",
     "sequential",
     "shortest",

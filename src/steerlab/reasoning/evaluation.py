@@ -40,6 +40,18 @@ BOOTSTRAP = 2000
 SEQUENTIAL = ("net_change", "cumulative_change", "aligned_change", "lt_combined", "lowest_group", "probe")
 
 
+def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, seed: int = 0,
+                      resamples: int = BOOTSTRAP) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the same items (e.g. right/wrong per question under two selectors) and
+    its 95% paired bootstrap interval (items resampled with replacement)."""
+    delta = np.asarray(a, float) - np.asarray(b, float)
+    if delta.ndim != 1 or delta.size == 0:
+        raise ValueError(f"a and b must be equal-length, non-empty 1-D sequences, got shape {delta.shape}")
+    picks = np.random.default_rng(seed).integers(0, delta.size, size=(resamples, delta.size))
+    low, high = np.percentile(delta[picks].mean(1), [2.5, 97.5])
+    return float(delta.mean()), float(low), float(high)
+
+
 @dataclass
 class Record:
     """One sample of one question with its answer, its correctness and its signals."""
@@ -147,16 +159,13 @@ def evaluate(records: Sequence[Record], calibration: set[int], decode: Callable[
     rows = []
     per_question = {name: np.array([a in right[q] for (a, _), q in zip(picks, test_q)], float)
                     for name, picks in chosen.items()}
-    resamples = np.random.default_rng(seed).integers(0, len(test_q), size=(BOOTSTRAP, len(test_q)))
     for name, picks in chosen.items():
         hits = int(per_question[name].sum())
         low, high = wilson(hits, len(picks))
-        delta = per_question[name] - per_question["majority"]
-        d_low, d_high = np.percentile(delta[resamples].mean(1), [2.5, 97.5])
+        delta, d_low, d_high = paired_difference(per_question[name], per_question["majority"], seed)
         rows.append({"selector": name, "accuracy": hits / len(picks), "ci_low": low, "ci_high": high,
                      "tokens": float(np.mean([t for _, t in picks])), "questions": len(picks),
-                     "vs_majority": float(delta.mean()), "vs_majority_low": float(d_low),
-                     "vs_majority_high": float(d_high)})
+                     "vs_majority": delta, "vs_majority_low": d_low, "vs_majority_high": d_high})
     aurocs = _aurocs(test)
     settings = {"thresholds": thresholds, "stop_threshold": stop_threshold, "lt_stop_threshold": lt_threshold,
                 "lt_combined_weights": dict(zip(LT_SIGNALS, combined.weights.tolist())),

@@ -4,6 +4,7 @@ trajectories of right vs wrong samples) and a single-file ``report.html``."""
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pandas as pd
 
 from ..report import html
 from .evaluation import Record
+from .signals import LT_SIGNALS
 
 
 def _png(fig) -> bytes:
@@ -21,6 +23,39 @@ def _png(fig) -> bytes:
 
     plt.close(fig)
     return buf.getvalue()
+
+
+def _mean_curve(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean over ragged ``rows`` at each index, where at least 3 rows reach it (else all rows)."""
+    width = max(len(r) for r in rows)
+    grid = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        grid[i, : len(r)] = r
+    if ((~np.isnan(grid)).sum(0) >= 3).any():
+        grid[:, (~np.isnan(grid)).sum(0) < 3] = np.nan
+    with warnings.catch_warnings():  # an index no row reaches is NaN, which the plot leaves out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(grid, 0)
+
+
+def latent_trajectory_figure(records: Sequence[Record]):
+    """Running LT signals (each prefix's Net, Cumulative and Aligned Change, mean over layers) against
+    segments closed, mean of right vs wrong samples: where the two kinds of trace part in latent space."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(LT_SIGNALS), figsize=(10, 3.2))
+    for k, (name, ax) in enumerate(zip(LT_SIGNALS, axes)):
+        for correct, colour in ((True, "tab:green"), (False, "tab:red")):
+            rows = [r.lt_prefix[:, k] for r in records
+                    if r.correct == correct and r.lt_prefix is not None and len(r.lt_prefix) > 1]
+            if rows:
+                curve = _mean_curve(rows)
+                ax.plot(np.arange(2, len(curve) + 1), curve[1:], ".-", color=colour,
+                        label=f"{'right' if correct else 'wrong'} ({len(rows)})")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("segments so far")
+    axes[0].legend(fontsize=7)
+    return fig
 
 
 def figures(results: dict, records: Sequence[Record]) -> dict[str, bytes]:
@@ -60,17 +95,12 @@ def figures(results: dict, records: Sequence[Record]) -> dict[str, bytes]:
         confs = [r.confidence for r in records if r.correct == correct]
         if not confs:
             continue
-        width = max(len(c) for c in confs)
-        grid = np.full((len(confs), width), np.nan)
-        for i, c in enumerate(confs):
-            grid[i, : len(c)] = c
-        counts = (~np.isnan(grid)).sum(0)
-        mean = np.nanmean(np.where(counts[None] >= 3, grid, np.nan), 0) if (counts >= 3).any() else np.nanmean(grid, 0)
-        ax.plot(mean, color=colour, label=f"{'right' if correct else 'wrong'} ({len(confs)} samples)")
+        ax.plot(_mean_curve(confs), color=colour, label=f"{'right' if correct else 'wrong'} ({len(confs)} samples)")
     ax.set_xlabel("generated token")
     ax.set_ylabel("token confidence (mean)")
     ax.legend()
     out["confidence_trajectories.png"] = _png(fig)
+    out["latent_trajectories.png"] = _png(latent_trajectory_figure(records))
     return out
 
 
@@ -90,7 +120,10 @@ def write_report(folder: Path, results: dict, records: Sequence[Record]) -> None
         ("Accuracy vs tokens", html.figure(figs["accuracy_vs_tokens.png"], "accuracy vs tokens")),
         ("AUROC of each signal", html.table(sig[sig.layer == "all"], text_columns=["signal", "layer"])),
         ("AUROC per layer", html.figure(figs["auroc_per_layer.png"], "AUROC per layer")),
-        ("Right vs wrong samples", html.figure(figs["confidence_trajectories.png"], "confidence trajectories")),
+        ("Right vs wrong samples: token confidence",
+         html.figure(figs["confidence_trajectories.png"], "confidence trajectories")),
+        ("Right vs wrong samples: latent trajectory signals of each prefix",
+         html.figure(figs["latent_trajectories.png"], "latent trajectories")),
         ("Settings", html.pre(settings)),
     ]
     page = html.page(f"Reasoning audit: {results['model']} on {results['task']}", sections)
