@@ -132,3 +132,16 @@ def test_cli_audit_runs_end_to_end(tiny, tmp_path, monkeypatch):
     with open(out / "selection.csv") as f:
         rows = {row["selector"]: row for row in csv.DictReader(f)}
     assert float(rows["majority"]["vs_majority"]) == 0.0
+
+
+def test_within_question_auroc_by_hand():
+    from steerlab.reasoning import within_question_auroc
+
+    def rec(q, s, score, correct):
+        return Record(q, s, "1", correct, [1], {}, {}, np.zeros(1), np.zeros(1), scores={"x": score})
+
+    records = [rec(0, 0, 1.0, False), rec(0, 1, 2.0, True),   # ranked right: 1.0
+               rec(1, 0, 1.0, True), rec(1, 1, 2.0, False),   # ranked wrong: 0.0
+               rec(2, 0, 5.0, True), rec(2, 1, 9.0, True)]    # one class only: left out
+    assert within_question_auroc(records, "x") == 0.5
+    assert np.isnan(within_question_auroc(records[4:], "x"))

@@ -8,7 +8,7 @@ signals, selection among samples, sequential early selection and online early st
 
 from .audit import audit, collect, tokens_saved
 from .efficiency import CONCISE, VERBOSE, ContrastTraces, contrast_traces, efficiency_direction, efficiency_method
-from .evaluation import Record, auroc, evaluate, paired_difference, wilson
+from .evaluation import Record, auroc, evaluate, paired_difference, wilson, within_question_auroc
 from .probe import CorrectnessProbe, features, fit_probe
 from .selection import (
     Combined,
@@ -88,4 +88,5 @@ __all__ = [
     "tokens_saved",
     "weighted_vote",
     "wilson",
+    "within_question_auroc",
 ]

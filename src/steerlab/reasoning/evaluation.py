@@ -95,6 +95,15 @@ def auroc(scores: Sequence[float], correct: Sequence[bool]) -> float:
     return float(roc_auc_score(y[keep], s[keep]))
 
 
+def within_question_auroc(records: Sequence[Record], name: str) -> float:
+    """Mean over questions of the AUROC of signal ``name`` among that question's own samples (questions
+    with both right and wrong samples only): how well the signal picks within a question, with question
+    difficulty taken out (NaN when no question has both)."""
+    values = [auroc([r.scores[name] for r in rs], [r.correct for r in rs]) for rs in _group(records).values()]
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
 def _group(records: Sequence[Record]) -> dict[int, list[Record]]:
     out: dict[int, list[Record]] = {}
     for r in sorted(records, key=lambda r: (r.question, r.sample)):
@@ -215,7 +224,8 @@ def _online_lt(rs: Sequence[Record], combined, threshold: float,
 def _aurocs(test: Sequence[Record]) -> list[dict]:
     correct = [r.correct for r in test]
     rows = [{"signal": name, "layer": "all", "auroc": auroc([r.scores[name] for r in test], correct),
-             "samples": len(test)} for name in (*SIGNALS, "lt_combined", "probe")]
+             "auroc_within": within_question_auroc(test, name), "samples": len(test)}
+            for name in (*SIGNALS, "lt_combined", "probe")]
     for name in LT_SIGNALS:
         for layer in range(len(test[0].per_layer[name])):
             rows.append({"signal": name, "layer": str(layer), "samples": len(test),
