@@ -145,3 +145,27 @@ def test_within_question_auroc_by_hand():
                rec(2, 0, 5.0, True), rec(2, 1, 9.0, True)]    # one class only: left out
     assert within_question_auroc(records, "x") == 0.5
     assert np.isnan(within_question_auroc(records[4:], "x"))
+
+
+def test_probe_vote_weighs_answers_by_the_probability_of_being_right(monkeypatch):
+    """With a probe that returns the first feature as P(right), the vote sums it per answer by hand."""
+    from steerlab.reasoning import evaluation
+    from steerlab.reasoning.probe import CorrectnessProbe
+
+    class FirstFeature(CorrectnessProbe):
+        def prob(self, x):
+            return np.atleast_2d(x)[:, 0]
+
+    monkeypatch.setattr(evaluation, "fit_probe", lambda *a, **k: FirstFeature(None))
+    records = [
+        _record(0, 0, "1", True, 4, 0.9), _record(0, 1, "2", False, 4, 0.1),
+        _record(1, 0, "5", False, 6, 0.2), _record(1, 1, "3", True, 2, 0.7),
+        # q2: "7" weighs 0.3 + 0.3 = 0.6 > "8" 0.5; q3: "4" weighs 0.2 + 0.1 = 0.3 < "9" 0.95
+        _record(2, 0, "7", True, 3, 0.3), _record(2, 1, "7", True, 3, 0.3), _record(2, 2, "8", False, 5, 0.5),
+        _record(3, 0, "4", False, 5, 0.2), _record(3, 1, "4", False, 5, 0.1), _record(3, 2, "9", True, 2, 0.95),
+    ]
+    rows, _, _ = evaluate(records, {0, 1}, decode=lambda t: "")
+    by = {r["selector"]: r for r in rows}
+    assert by["probe_vote"]["accuracy"] == 1.0 and by["majority"]["accuracy"] == 0.5
+    assert by["probe"]["accuracy"] == 0.5  # best single sample by the probe picks "8" in q2
+    assert by["probe_vote"]["tokens"] == by["majority"]["tokens"]

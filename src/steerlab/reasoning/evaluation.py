@@ -156,6 +156,7 @@ def evaluate(records: Sequence[Record], calibration: set[int], decode: Callable[
             add(f"majority@{k}", q, majority(answers[:k]), sum(lengths[:k]))
         add("majority", q, majority(answers), total)
         add("confidence_vote", q, weighted_vote(answers, [r.signals["confidence"] for r in rs]), total)
+        add("probe_vote", q, weighted_vote(answers, [r.scores["probe"] for r in rs]), total)
         add("shortest", q, shortest(answers, lengths), len(rs) * min(lengths))
         for name in BEST_OF:
             add(name, q, best_by(answers, [r.scores[name] for r in rs]), total)
