@@ -103,11 +103,11 @@ def efficiency_sweep(model: Model, task: str = "basic_arithmetic", train: int = 
         raise SteerlabError("every test question is also a training question; raise --test")
     prompts = [data.prompts[i] for i in indices]
     method = efficiency_method(direction, layer, strengths)
+    grid = [float(x) for x in strengths]
     accuracy = ReasoningAccuracy(data, indices)
     table = sweep(model, method, strengths=strengths, prompts=prompts,
                   scorers=[accuracy, Length(), Truncated(max_new_tokens)], max_new_tokens=max_new_tokens,
                   batch_size=batch_size)
-    grid = [float(x) for x in strengths]
     if 0.0 in grid and len(accuracy.hits) == len(grid):  # paired on the same questions, vs unsteered
         base = accuracy.hits[grid.index(0.0)]
         diffs = [paired_difference(hits, base, seed) for hits in accuracy.hits]
@@ -115,7 +115,7 @@ def efficiency_sweep(model: Model, task: str = "basic_arithmetic", train: int = 
             table[column] = [d[k] for d in diffs]
     front = frontier(table, "accuracy", "length", higher_behaviour=True, higher_utility=False)
     settings = {"model": model.name, "task": task, "train": train, "test_questions": len(indices), "layer": layer,
-                "strengths": [float(s) for s in strengths], "seed": seed, "max_new_tokens": max_new_tokens,
+                "strengths": grid, "seed": seed, "max_new_tokens": max_new_tokens,
                 "decoding": "greedy", "concise_tokens_train": sum(traces.concise_tokens) / len(traces.concise),
                 "verbose_tokens_train": sum(traces.verbose_tokens) / len(traces.verbose)}
     return Efficiency(table, front, direction, traces, settings)

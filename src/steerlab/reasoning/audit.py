@@ -36,13 +36,13 @@ def collect(model, task: str, questions: int, samples: int, seed: int = 0, segme
     data = load_task(task, first + questions, seed)
     per_call = max(1, batch // samples)
     base = not has_chat_template(model.tokenizer)
-    questions_text = data.few_shot_prompts if base else data.prompts
+    texts = data.few_shot_prompts if base else data.prompts
     end = answer_end(model.tokenizer) if base else None
     records: list[Record] = []
     with bar(f"audit {task}", questions, progress) as advance:
         for begin in range(first, first + questions, per_call):
             qs = list(range(begin, min(begin + per_call, first + questions)))
-            prompts = [questions_text[q] for q in qs for _ in range(samples)]
+            prompts = [texts[q] for q in qs for _ in range(samples)]
             traces = sample(model, prompts, segment=segment, top_k=top_k, max_new_tokens=max_new_tokens,
                             temperature=temperature, seed=seed * 100_003 + begin, end=end)
             for i, trace in enumerate(traces):

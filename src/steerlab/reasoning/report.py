@@ -31,8 +31,9 @@ def _mean_curve(rows: Sequence[np.ndarray]) -> np.ndarray:
     grid = np.full((len(rows), width), np.nan)
     for i, r in enumerate(rows):
         grid[i, : len(r)] = r
-    if ((~np.isnan(grid)).sum(0) >= 3).any():
-        grid[:, (~np.isnan(grid)).sum(0) < 3] = np.nan
+    reached = (~np.isnan(grid)).sum(0)
+    if (reached >= 3).any():
+        grid[:, reached < 3] = np.nan
     with warnings.catch_warnings():  # an index no row reaches is NaN, which the plot leaves out
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(grid, 0)

@@ -97,9 +97,14 @@ def few_shot_prompt(task: str, question: str) -> str:
 
 
 def answer_end(tokenizer):
-    """``ended(tokens) -> bool`` for a base model's sample: True once its text has a complete
-    "Answer: ..." line, a blank line or a new "Question:" (``traces.sample(..., end=...)``)."""
+    """``ended(tokens) -> bool`` for a base model's sample, called as it grows: True when the newest
+    token completes an "Answer: ..." line, a blank line or a new "Question:" (the sample then ends;
+    ``traces.sample(..., end=...)``)."""
     def ended(tokens: list[int]) -> bool:
+        # every match ends in "\n" or ":", so only a newest token holding one can complete it: the
+        # whole text is decoded only then, not at every token
+        if not tokens or not any(c in tokenizer.decode(tokens[-1:]) for c in "\n:"):
+            return False
         return _END.search(tokenizer.decode(tokens, skip_special_tokens=True)) is not None
     return ended
 
